@@ -1,0 +1,180 @@
+//! Counters that always add up.
+//!
+//! ```
+//! use batch_core::{Batcher, Config, Instant};
+//!
+//! let mut b: Batcher<u32, 8> = Batcher::new(Config::new().max_batch(4));
+//! b.push(Instant::ZERO, 1).unwrap();
+//! let m = b.metrics();
+//! assert_eq!((m.accepted, m.buffered), (1, 1));
+//! assert!(m.is_consistent());
+//! ```
+
+use crate::time::Duration;
+
+/// Why a batch was cut.
+///
+/// ```
+/// use batch_core::Trigger;
+/// assert_eq!(Trigger::Linger.name(), "linger");
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum Trigger {
+    /// `max_batch` items were buffered.
+    Size,
+    /// The next item would have pushed the batch over `max_weight`.
+    Weight,
+    /// The oldest item had waited `linger`.
+    Linger,
+    /// A manual flush asked for it.
+    Manual,
+    /// An urgent item asked for it.
+    Urgent,
+    /// The batcher is closing and drains what it holds.
+    Close,
+}
+
+impl Trigger {
+    /// Every trigger, in the order of [`FlushCounts`]'s fields.
+    pub const ALL: [Trigger; 6] = [
+        Trigger::Size,
+        Trigger::Weight,
+        Trigger::Linger,
+        Trigger::Manual,
+        Trigger::Urgent,
+        Trigger::Close,
+    ];
+
+    /// A short lower-case name, for logs.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Trigger::Size => "size",
+            Trigger::Weight => "weight",
+            Trigger::Linger => "linger",
+            Trigger::Manual => "manual",
+            Trigger::Urgent => "urgent",
+            Trigger::Close => "close",
+        }
+    }
+}
+
+/// How many batches each trigger cut.
+///
+/// ```
+/// use batch_core::{FlushCounts, Trigger};
+/// let mut f = FlushCounts::default();
+/// f.record(Trigger::Size);
+/// assert_eq!((f.size, f.get(Trigger::Size), f.total()), (1, 1, 1));
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct FlushCounts {
+    /// Cut because `max_batch` items were buffered.
+    pub size: u64,
+    /// Cut because of the weight limit.
+    pub weight: u64,
+    /// Cut because the oldest item had waited `linger`.
+    pub linger: u64,
+    /// Cut by a manual flush.
+    pub manual: u64,
+    /// Cut by an urgent item.
+    pub urgent: u64,
+    /// Cut while closing.
+    pub close: u64,
+}
+
+impl FlushCounts {
+    /// Counts one batch cut by `trigger`.
+    pub fn record(&mut self, trigger: Trigger) {
+        *self.slot(trigger) += 1;
+    }
+    /// The count for one trigger.
+    pub const fn get(&self, trigger: Trigger) -> u64 {
+        match trigger {
+            Trigger::Size => self.size,
+            Trigger::Weight => self.weight,
+            Trigger::Linger => self.linger,
+            Trigger::Manual => self.manual,
+            Trigger::Urgent => self.urgent,
+            Trigger::Close => self.close,
+        }
+    }
+    /// All batches cut.
+    pub const fn total(&self) -> u64 {
+        self.size + self.weight + self.linger + self.manual + self.urgent + self.close
+    }
+    fn slot(&mut self, trigger: Trigger) -> &mut u64 {
+        match trigger {
+            Trigger::Size => &mut self.size,
+            Trigger::Weight => &mut self.weight,
+            Trigger::Linger => &mut self.linger,
+            Trigger::Manual => &mut self.manual,
+            Trigger::Urgent => &mut self.urgent,
+            Trigger::Close => &mut self.close,
+        }
+    }
+}
+
+/// A snapshot of a batcher's counters. Item counts obey
+/// `accepted = delivered + dead_lettered + evicted + returned + buffered + in_flight`
+/// at every moment ([`Metrics::is_consistent`]); `returned` (items handed back by a shutdown
+/// that hit its deadline) is zero unless that happens, which gives DESIGN.md's identity.
+///
+/// ```
+/// use batch_core::Metrics;
+/// let m = Metrics { accepted: 3, delivered: 2, buffered: 1, ..Metrics::default() };
+/// assert!(m.is_consistent());
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct Metrics {
+    /// Items taken in.
+    pub accepted: u64,
+    /// Items refused and handed back to the caller (full, closed or too heavy).
+    pub rejected: u64,
+    /// Items in batches the handler accepted.
+    pub delivered: u64,
+    /// Items in batches that failed every attempt and were handed back (dead letters).
+    pub dead_lettered: u64,
+    /// Items evicted by [`Overflow::DropOldest`](crate::Overflow::DropOldest) and handed back.
+    pub evicted: u64,
+    /// Items handed back undelivered by a shutdown that hit its deadline.
+    pub returned: u64,
+    /// Items waiting in the buffer.
+    pub buffered: u64,
+    /// Items in batches that are with the handler or waiting to retry.
+    pub in_flight: u64,
+    /// Attempts after the first.
+    pub retries: u64,
+    /// Attempts that failed.
+    pub failed_attempts: u64,
+    /// Batches the handler accepted.
+    pub batches_delivered: u64,
+    /// Batches that failed every attempt.
+    pub batches_dead_lettered: u64,
+    /// Batches currently in flight.
+    pub batches_in_flight: u64,
+    /// Batches cut, by trigger.
+    pub flushes: FlushCounts,
+    /// The largest age of a batch's oldest item when the batch was cut.
+    pub max_item_age: Duration,
+}
+
+impl Metrics {
+    /// Whether the item counts add up (see the type's documentation).
+    pub const fn is_consistent(&self) -> bool {
+        self.accepted
+            == self.delivered
+                + self.dead_lettered
+                + self.evicted
+                + self.returned
+                + self.buffered
+                + self.in_flight
+    }
+
+    /// Items that have reached a final outcome (delivered, dead-lettered, evicted or returned).
+    pub const fn settled(&self) -> u64 {
+        self.delivered + self.dead_lettered + self.evicted + self.returned
+    }
+}

@@ -1,0 +1,254 @@
+//! Where items and in-flight records live.
+//!
+//! The core is generic over three small traits so the same state machine runs on a fixed
+//! `heapless` buffer inside a `static` (firmware) and on a buffer sized at run time, allocated
+//! once and never grown (servers, with the `alloc` feature):
+//!
+//! - [`Queue`]: the FIFO of buffered items (`heapless::Deque<T, N>`, or [`FixedDeque`] with `alloc`);
+//! - [`BatchBuf`]: where a cut batch is moved to (`heapless::Vec<T, N>`, or `Vec<T>` with `alloc`);
+//! - [`Slots`]: the table of in-flight batches (`heapless::Vec<InFlight, F>`, or `Vec<InFlight>`).
+//!
+//! ```
+//! use batch_core::storage::Queue;
+//! let mut q: heapless::Deque<u8, 2> = heapless::Deque::new();
+//! assert_eq!(Queue::push_back(&mut q, 1), Ok(()));
+//! assert_eq!(Queue::push_back(&mut q, 2), Ok(()));
+//! assert_eq!(Queue::push_back(&mut q, 3), Err(3)); // full: the item comes back
+//! assert_eq!(Queue::pop_front(&mut q), Some(1));
+//! ```
+
+use crate::time::Instant;
+
+/// A bounded FIFO of buffered items. Its capacity never changes.
+pub trait Queue<T> {
+    /// How many items it can hold.
+    fn capacity(&self) -> usize;
+    /// How many items it holds.
+    fn len(&self) -> usize;
+    /// Whether it holds no item.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// Appends an item, or hands it back when full.
+    fn push_back(&mut self, item: T) -> Result<(), T>;
+    /// Puts an item back at the front, or hands it back when full.
+    fn push_front(&mut self, item: T) -> Result<(), T>;
+    /// Removes the oldest item.
+    fn pop_front(&mut self) -> Option<T>;
+    /// The oldest item.
+    fn front(&self) -> Option<&T>;
+}
+
+impl<T, const N: usize> Queue<T> for heapless::Deque<T, N> {
+    #[inline]
+    fn capacity(&self) -> usize {
+        N
+    }
+    #[inline]
+    fn len(&self) -> usize {
+        heapless::Deque::len(self)
+    }
+    #[inline]
+    fn push_back(&mut self, item: T) -> Result<(), T> {
+        heapless::Deque::push_back(self, item)
+    }
+    #[inline]
+    fn push_front(&mut self, item: T) -> Result<(), T> {
+        heapless::Deque::push_front(self, item)
+    }
+    #[inline]
+    fn pop_front(&mut self) -> Option<T> {
+        heapless::Deque::pop_front(self)
+    }
+    #[inline]
+    fn front(&self) -> Option<&T> {
+        heapless::Deque::front(self)
+    }
+}
+
+/// The destination a batch is cut into, owned by the driver so it can be held across `.await`.
+pub trait BatchBuf<T> {
+    /// How many more items fit.
+    fn spare(&self) -> usize;
+    /// Appends an item, or hands it back when full.
+    fn push(&mut self, item: T) -> Result<(), T>;
+}
+
+impl<T, const N: usize> BatchBuf<T> for heapless::Vec<T, N> {
+    #[inline]
+    fn spare(&self) -> usize {
+        N - self.len()
+    }
+    #[inline]
+    fn push(&mut self, item: T) -> Result<(), T> {
+        heapless::Vec::push(self, item)
+    }
+}
+
+/// The state of one in-flight batch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub(crate) enum Phase {
+    /// An attempt is with the handler.
+    Running,
+    /// The last attempt failed; the next may start at this instant.
+    Backoff(Instant),
+}
+
+/// The core's record of one batch between its cut and its final outcome. Opaque: it is public
+/// only so storage for it can be named (`heapless::Vec<InFlight, F>`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct InFlight {
+    pub(crate) seq: u64,
+    pub(crate) first: u64,
+    pub(crate) len: u32,
+    pub(crate) attempt: u32,
+    pub(crate) phase: Phase,
+}
+
+/// A bounded table of in-flight batch records.
+pub trait Slots {
+    /// How many records it can hold.
+    fn capacity(&self) -> usize;
+    /// The records.
+    fn as_slice(&self) -> &[InFlight];
+    /// The records, mutably.
+    fn as_mut_slice(&mut self) -> &mut [InFlight];
+    /// Adds a record, or hands it back when full.
+    fn push(&mut self, slot: InFlight) -> Result<(), InFlight>;
+    /// Removes the record at `index` (order is not kept).
+    fn swap_remove(&mut self, index: usize) -> InFlight;
+}
+
+impl<const F: usize> Slots for heapless::Vec<InFlight, F> {
+    fn capacity(&self) -> usize {
+        F
+    }
+    fn as_slice(&self) -> &[InFlight] {
+        self
+    }
+    fn as_mut_slice(&mut self) -> &mut [InFlight] {
+        self
+    }
+    fn push(&mut self, slot: InFlight) -> Result<(), InFlight> {
+        heapless::Vec::push(self, slot)
+    }
+    fn swap_remove(&mut self, index: usize) -> InFlight {
+        heapless::Vec::swap_remove(self, index)
+    }
+}
+
+#[cfg(feature = "alloc")]
+pub use self::alloc_impls::FixedDeque;
+
+#[cfg(feature = "alloc")]
+mod alloc_impls {
+    extern crate alloc;
+
+    use alloc::collections::VecDeque;
+    use alloc::vec::Vec;
+
+    use super::{BatchBuf, InFlight, Queue, Slots};
+
+    /// A FIFO whose capacity is chosen at run time, allocated once and never grown.
+    ///
+    /// ```
+    /// use batch_core::storage::{FixedDeque, Queue};
+    /// let mut q = FixedDeque::with_capacity(1);
+    /// assert_eq!(q.push_back('a'), Ok(()));
+    /// assert_eq!(q.push_back('b'), Err('b'));
+    /// ```
+    #[derive(Debug, Clone)]
+    pub struct FixedDeque<T> {
+        items: VecDeque<T>,
+        capacity: usize,
+    }
+
+    impl<T> FixedDeque<T> {
+        /// Allocates room for exactly `capacity` items.
+        pub fn with_capacity(capacity: usize) -> Self {
+            Self {
+                items: VecDeque::with_capacity(capacity),
+                capacity,
+            }
+        }
+    }
+
+    impl<T> Queue<T> for FixedDeque<T> {
+        #[inline]
+        fn capacity(&self) -> usize {
+            self.capacity
+        }
+        #[inline]
+        fn len(&self) -> usize {
+            self.items.len()
+        }
+        #[inline]
+        fn push_back(&mut self, item: T) -> Result<(), T> {
+            if self.items.len() < self.capacity {
+                self.items.push_back(item);
+                Ok(())
+            } else {
+                Err(item)
+            }
+        }
+        #[inline]
+        fn push_front(&mut self, item: T) -> Result<(), T> {
+            if self.items.len() < self.capacity {
+                self.items.push_front(item);
+                Ok(())
+            } else {
+                Err(item)
+            }
+        }
+        #[inline]
+        fn pop_front(&mut self) -> Option<T> {
+            self.items.pop_front()
+        }
+        #[inline]
+        fn front(&self) -> Option<&T> {
+            self.items.front()
+        }
+    }
+
+    /// A `Vec` is filled up to the capacity it had when handed to the core; it never grows.
+    impl<T> BatchBuf<T> for Vec<T> {
+        #[inline]
+        fn spare(&self) -> usize {
+            self.capacity() - self.len()
+        }
+        #[inline]
+        fn push(&mut self, item: T) -> Result<(), T> {
+            if self.len() < self.capacity() {
+                Vec::push(self, item);
+                Ok(())
+            } else {
+                Err(item)
+            }
+        }
+    }
+
+    impl Slots for Vec<InFlight> {
+        fn capacity(&self) -> usize {
+            Vec::capacity(self)
+        }
+        fn as_slice(&self) -> &[InFlight] {
+            self
+        }
+        fn as_mut_slice(&mut self) -> &mut [InFlight] {
+            self
+        }
+        fn push(&mut self, slot: InFlight) -> Result<(), InFlight> {
+            if self.len() < Vec::capacity(self) {
+                Vec::push(self, slot);
+                Ok(())
+            } else {
+                Err(slot)
+            }
+        }
+        fn swap_remove(&mut self, index: usize) -> InFlight {
+            Vec::swap_remove(self, index)
+        }
+    }
+}
