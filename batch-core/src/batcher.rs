@@ -750,15 +750,26 @@ impl<T, Q: Queue<T>, S: Slots> BatchCore<T, Q, S> {
                 next = Some(next.map_or(at, |n| n.min(at)));
             }
         }
-        if self.slot_free() && self.queue.len() > 0 {
-            let at = if self.trigger_without_linger().is_some() {
-                self.anchor
-            } else {
-                self.anchor + self.config.get_linger()
-            };
+        if let Some(at) = self.next_cut() {
             next = Some(next.map_or(at, |n| n.min(at)));
         }
         next
+    }
+
+    /// The part of [`poll_timeout`](Self::poll_timeout) about new batches: when the next batch
+    /// is due (a past instant if it is due now), or `None` when nothing is buffered, every slot is
+    /// busy or the batcher is paused. Drivers whose retries wait elsewhere (one task per flight
+    /// slot) sleep on this alone.
+    #[must_use]
+    pub fn next_cut(&self) -> Option<Instant> {
+        if self.paused_at.is_some() || !self.slot_free() || self.queue.len() == 0 {
+            return None;
+        }
+        Some(if self.trigger_without_linger().is_some() {
+            self.anchor
+        } else {
+            self.anchor + self.config.get_linger()
+        })
     }
 
     /// Whether an input since the last call may have made work due (a batch ready, a deadline

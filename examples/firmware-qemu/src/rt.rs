@@ -38,10 +38,13 @@ pub const EXIT_FAULT: i32 = 102;
 const CYCLES_PER_IRQ: u64 = CORE_HZ / IRQ_HZ;
 const TICKS_PER_IRQ: u64 = TICK_HZ / IRQ_HZ;
 const _: () = assert!(
-    CORE_HZ % IRQ_HZ == 0 && TICK_HZ % IRQ_HZ == 0 && TICK_HZ <= CORE_HZ,
+    CORE_HZ.is_multiple_of(IRQ_HZ) && TICK_HZ.is_multiple_of(IRQ_HZ) && TICK_HZ <= CORE_HZ,
     "embassy-time's tick rate must be a multiple of IRQ_HZ and at most CORE_HZ",
 );
-const _: () = assert!(CYCLES_PER_IRQ <= 1 << 24, "SysTick's reload value has 24 bits");
+const _: () = assert!(
+    CYCLES_PER_IRQ <= 1 << 24,
+    "SysTick's reload value has 24 bits"
+);
 
 /// Configures SysTick as the time base. Call it once, before anything reads the time.
 pub fn init(mut syst: SYST) {
@@ -56,6 +59,8 @@ pub fn init(mut syst: SYST) {
 struct SysTickDriver {
     /// Ticks at the start of the current SysTick period.
     base: Mutex<Cell<u64>>,
+    /// The latest time read, which the next one may not precede.
+    last: Mutex<Cell<u64>>,
     /// When the earliest queued timer expires (`u64::MAX` when none is queued).
     alarm: Mutex<Cell<u64>>,
     /// The timers of every task.
@@ -64,6 +69,7 @@ struct SysTickDriver {
 
 embassy_time_driver::time_driver_impl!(static DRIVER: SysTickDriver = SysTickDriver {
     base: Mutex::new(Cell::new(0)),
+    last: Mutex::new(Cell::new(0)),
     alarm: Mutex::new(Cell::new(u64::MAX)),
     queue: Mutex::new(RefCell::new(Queue::new())),
 });
@@ -78,8 +84,14 @@ impl SysTickDriver {
             current = SYST::get_current();
             base += TICKS_PER_IRQ;
         }
-        let elapsed = CYCLES_PER_IRQ - 1 - u64::from(current);
-        base + elapsed * TICK_HZ / CORE_HZ
+        // The exception pends when the counter reaches 0, which it shows for one cycle before
+        // it reloads and counts down again: 0 starts a period, then RELOAD, ..., 1.
+        let cycles = (CYCLES_PER_IRQ - u64::from(current)) % CYCLES_PER_IRQ;
+        // Without -icount, QEMU can show that 0 before it pends the exception: never go back.
+        let last = self.last.borrow(cs);
+        let now = (base + cycles * TICK_HZ / CORE_HZ).max(last.get());
+        last.set(now);
+        now
     }
 
     /// Wakes the expired timers and remembers when the next one expires.

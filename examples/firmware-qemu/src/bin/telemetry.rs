@@ -15,8 +15,9 @@ use firmware_qemu::rt;
 
 /// How long the firmware runs before the self-check.
 const RUN_FOR: Duration = Duration::from_secs(2);
-/// How late a sample may be: alarms fire on the next 1 ms SysTick boundary.
-const MAX_LATENESS: Duration = Duration::from_micros(1_100);
+/// How late a sample may be: alarms fire on the next 1 ms SysTick boundary, and QEMU without
+/// `-icount` adds host scheduling noise.
+const MAX_LATENESS: Duration = Duration::from_millis(2);
 
 /// A sensor sampled periodically by one [`sensor`] task.
 struct Sensor {
@@ -84,7 +85,7 @@ fn clock_regressions(reads: u32) -> u32 {
 
 #[embassy_executor::task]
 async fn supervisor() {
-    let backwards = clock_regressions(50_000);
+    let backwards = clock_regressions(20_000);
     Timer::at(Instant::MIN + RUN_FOR).await;
 
     let elapsed = Instant::now().as_micros();

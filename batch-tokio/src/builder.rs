@@ -1,0 +1,236 @@
+//! Settings, checked when the batcher is built.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use batch_core::storage::FixedDeque;
+use batch_core::{Config, ConfigError, Overflow};
+
+use crate::handle::Batcher;
+use crate::handler::{BatchError, DeadLetter, Handler};
+use crate::shared::{Core, OnError, OnEvict, Shared};
+use crate::worker::{LaneConfig, Worker};
+
+/// Why a batcher could not be built. Each variant names the setting at fault.
+///
+/// ```
+/// use batch_tokio::{Batcher, BuildError, ConfigError, handler};
+/// let err = Batcher::builder()
+///     .capacity(10)
+///     .max_batch(20)
+///     .build(handler::from_sync(|_: &[u8]| Ok::<_, std::io::Error>(())))
+///     .unwrap_err();
+/// assert_eq!(err, BuildError::Config(ConfigError::MaxBatchAboveCapacity { max_batch: 20, capacity: 10 }));
+/// assert!(err.to_string().starts_with("max_batch (20)"));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum BuildError {
+    /// A setting the core checks.
+    Config(ConfigError),
+    /// `attempt_timeout` is zero, so every attempt would time out.
+    ZeroAttemptTimeout,
+}
+
+impl std::fmt::Display for BuildError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Config(e) => e.fmt(f),
+            Self::ZeroAttemptTimeout => {
+                f.write_str("attempt_timeout is 0: every attempt would time out")
+            }
+        }
+    }
+}
+
+impl std::error::Error for BuildError {}
+
+impl From<ConfigError> for BuildError {
+    fn from(e: ConfigError) -> Self {
+        Self::Config(e)
+    }
+}
+
+/// Builds a [`Batcher`]. Defaults: capacity 1024, `max_batch` the capacity, linger 500 ms,
+/// one batch in flight, 4 attempts with retry delays of 100, 200, 400 ms (capped at 30 s), no
+/// jitter, no weight limit, [`Overflow::Reject`], no attempt timeout.
+///
+/// ```
+/// use batch_tokio::{Batcher, Overflow, handler};
+/// use std::time::Duration;
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let batcher = Batcher::builder()
+///     .capacity(10_000)
+///     .max_batch(500)
+///     .linger(Duration::from_millis(20))
+///     .max_in_flight(4)
+///     .max_attempts(5)
+///     .retry_delays(Duration::from_millis(50), Duration::from_secs(5))
+///     .jitter(200, 42)
+///     .max_weight(64 * 1024, |line: &String| line.len() as u32)
+///     .overflow(Overflow::Reject)
+///     .attempt_timeout(Duration::from_secs(10))
+///     .on_error(|error, letter| eprintln!("batch {} lost after {error}", letter.seq()))
+///     .spawn(handler::from_sync(|lines: &[String]| Ok::<_, std::io::Error>(())))
+///     .unwrap();
+/// batcher.shutdown().await;
+/// # }
+/// ```
+pub struct Builder<T> {
+    config: Config,
+    capacity: usize,
+    weigher: Option<fn(&T) -> u32>,
+    attempt_timeout: Option<Duration>,
+    on_error: Option<Arc<OnError<T>>>,
+    on_evict: Option<Box<OnEvict<T>>>,
+}
+
+impl<T> std::fmt::Debug for Builder<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Builder")
+            .field("config", &self.config)
+            .field("capacity", &self.capacity)
+            .field("attempt_timeout", &self.attempt_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+fn micros(d: Duration) -> batch_core::Duration {
+    batch_core::Duration::from_micros(u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+}
+
+impl<T: Send + Sync + 'static> Builder<T> {
+    pub(crate) fn new() -> Self {
+        Self {
+            config: Config::new(),
+            capacity: 1024,
+            weigher: None,
+            attempt_timeout: None,
+            on_error: None,
+            on_evict: None,
+        }
+    }
+
+    /// How many items may wait in the buffer; allocated once when built, never grown.
+    #[must_use]
+    pub fn capacity(mut self, n: usize) -> Self {
+        self.capacity = n;
+        self
+    }
+    /// Cut a batch at this many items (default: the capacity).
+    #[must_use]
+    pub fn max_batch(mut self, n: usize) -> Self {
+        self.config = self.config.max_batch(n);
+        self
+    }
+    /// Cut a batch when its oldest item has waited this long.
+    #[must_use]
+    pub fn linger(mut self, d: Duration) -> Self {
+        self.config = self.config.linger(micros(d));
+        self
+    }
+    /// How many batches may be with the handler (or waiting to retry) at once.
+    #[must_use]
+    pub fn max_in_flight(mut self, n: usize) -> Self {
+        self.config = self.config.max_in_flight(n);
+        self
+    }
+    /// Attempts per batch, the first included.
+    #[must_use]
+    pub fn max_attempts(mut self, n: u32) -> Self {
+        self.config = self.config.max_attempts(n);
+        self
+    }
+    /// Retry `k` waits `min(base * 2^(k-1), max)`.
+    #[must_use]
+    pub fn retry_delays(mut self, base: Duration, max: Duration) -> Self {
+        self.config = self.config.retry_delays(micros(base), micros(max));
+        self
+    }
+    /// Shortens each retry delay by a random share of up to `permille`/1000, from a generator
+    /// seeded with `seed` (repeatable runs).
+    #[must_use]
+    pub fn jitter(mut self, permille: u16, seed: u32) -> Self {
+        self.config = self.config.jitter(permille, seed);
+        self
+    }
+    /// Cut a batch before its weight (per `weigher`, e.g. encoded bytes) would exceed `max`;
+    /// an item heavier than `max` alone is refused.
+    #[must_use]
+    pub fn max_weight(mut self, max: u32, weigher: fn(&T) -> u32) -> Self {
+        self.config = self.config.max_weight(max);
+        self.weigher = Some(weigher);
+        self
+    }
+    /// What an add into a full buffer does: wait/refuse ([`Overflow::Reject`]) or evict the
+    /// oldest ([`Overflow::DropOldest`], evicted items go to [`on_evict`](Self::on_evict)).
+    #[must_use]
+    pub fn overflow(mut self, policy: Overflow) -> Self {
+        self.config = self.config.overflow(policy);
+        self
+    }
+    /// Fail an attempt that runs longer than this (it is cancelled; the sink may still have
+    /// received it, so retries make delivery at-least-once for such batches).
+    #[must_use]
+    pub fn attempt_timeout(mut self, d: Duration) -> Self {
+        self.attempt_timeout = Some(d);
+        self
+    }
+    /// Called with the last error and the items of every batch that failed all its attempts.
+    /// It runs on the worker: hand slow work off. Without it, dead letters are logged with
+    /// `tracing` and counted.
+    #[must_use]
+    pub fn on_error(
+        mut self,
+        f: impl Fn(BatchError, DeadLetter<T>) + Send + Sync + 'static,
+    ) -> Self {
+        self.on_error = Some(Arc::new(f));
+        self
+    }
+    /// Called with each item evicted by [`Overflow::DropOldest`], on the producer's task.
+    /// Without it, evicted items are dropped and counted.
+    #[must_use]
+    pub fn on_evict(mut self, f: impl Fn(T) + Send + Sync + 'static) -> Self {
+        self.on_evict = Some(Box::new(f));
+        self
+    }
+
+    /// Builds the batcher and its worker future, for callers who spawn it themselves (tower's
+    /// `Buffer::pair`). Nothing is delivered until the worker runs.
+    pub fn build<H: Handler<T>>(self, handler: H) -> Result<(Batcher<T>, Worker), BuildError> {
+        if self.attempt_timeout == Some(Duration::ZERO) {
+            return Err(BuildError::ZeroAttemptTimeout);
+        }
+        let lanes = self.config.get_max_in_flight();
+        let core: Core<T> = batch_core::BatchCore::with_storage(
+            self.config,
+            FixedDeque::with_capacity(self.capacity),
+            Vec::with_capacity(lanes),
+            self.weigher,
+        )?;
+        let max_batch = self.config.max_batch_for(self.capacity);
+        let shared = Arc::new(Shared::new(core, self.on_error, self.on_evict));
+        let worker = Worker::new(
+            Arc::clone(&shared),
+            handler,
+            LaneConfig {
+                max_batch,
+                attempt_timeout: self.attempt_timeout,
+                lanes,
+            },
+        );
+        Ok((Batcher { shared }, worker))
+    }
+
+    /// Builds the batcher and spawns its worker on the current tokio runtime.
+    ///
+    /// # Panics
+    ///
+    /// Outside a tokio runtime (as `tokio::spawn` does).
+    pub fn spawn<H: Handler<T>>(self, handler: H) -> Result<Batcher<T>, BuildError> {
+        let (batcher, worker) = self.build(handler)?;
+        tokio::spawn(worker);
+        Ok(batcher)
+    }
+}

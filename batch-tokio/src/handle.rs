@@ -1,0 +1,365 @@
+//! The cloneable handle producers use.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use batch_core::{Metrics, PushError};
+
+use crate::builder::Builder;
+use crate::shared::{Shared, State};
+
+/// A cloneable, `Send + Sync` handle to a batcher whose worker runs on tokio.
+///
+/// Producers call [`add`](Self::add) (waits while full), [`try_add`](Self::try_add) (hands the
+/// item back when full or stopped), [`add_many`](Self::add_many), [`add_urgent`](Self::add_urgent).
+/// [`flush`](Self::flush) waits until everything accepted before it has a final outcome;
+/// [`shutdown`](Self::shutdown) drains and stops. Dropping the last handle drains too.
+///
+/// ```
+/// use batch_tokio::{Batcher, handler};
+/// use std::time::Duration;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let batcher = Batcher::builder()
+///     .max_batch(100)
+///     .linger(Duration::from_millis(50))
+///     .spawn(handler::from_sync(|batch: &[u32]| {
+///         println!("{} readings", batch.len());
+///         Ok::<_, std::io::Error>(())
+///     }))
+///     .unwrap();
+/// for i in 0..250 {
+///     batcher.add(i).await.unwrap();
+/// }
+/// batcher.flush().await;
+/// assert_eq!(batcher.metrics().delivered, 250);
+/// batcher.shutdown().await;
+/// # }
+/// ```
+pub struct Batcher<T> {
+    pub(crate) shared: Arc<Shared<T>>,
+}
+
+impl<T> std::fmt::Debug for Batcher<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Batcher")
+            .field("metrics", &self.metrics())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<T> Clone for Batcher<T> {
+    fn clone(&self) -> Self {
+        self.shared.handles.fetch_add(1, Ordering::Relaxed);
+        Self {
+            shared: Arc::clone(&self.shared),
+        }
+    }
+}
+
+impl<T> Drop for Batcher<T> {
+    fn drop(&mut self) {
+        if self.shared.handles.fetch_sub(1, Ordering::AcqRel) == 1 {
+            // The last handle: nobody can add any more, so drain and let the worker end.
+            self.shared.lock().core.close();
+            self.shared.work.notify_waiters();
+        }
+    }
+}
+
+/// What [`Batcher::shutdown_timeout`] reports.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct ShutdownReport<T> {
+    /// Items not delivered nor dead-lettered when the deadline expired, oldest batches first.
+    /// Items of an attempt cut short may have reached the sink (at-least-once for those).
+    pub remainder: Vec<T>,
+    /// Whether the deadline expired before the drain finished.
+    pub timed_out: bool,
+    /// The final counters.
+    pub metrics: Metrics,
+}
+
+/// Items [`Batcher::add_many`] could not take, each with the reason and the item.
+#[derive(Debug)]
+pub struct Rejected<T> {
+    /// The refused items, in input order.
+    pub items: Vec<PushError<T>>,
+}
+
+impl<T> std::fmt::Display for Rejected<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} items were refused", self.items.len())
+    }
+}
+
+impl<T: std::fmt::Debug> std::error::Error for Rejected<T> {}
+
+impl<T: Send + Sync + 'static> Batcher<T> {
+    /// A builder with the default settings (see [`Builder`]).
+    pub fn builder() -> Builder<T> {
+        Builder::new()
+    }
+}
+
+impl<T> Batcher<T> {
+    /// Adds an item, waiting while the buffer is full. Fails only when the batcher is stopped
+    /// ([`PushError::Closed`]) or the item is heavier than `max_weight` ([`PushError::TooHeavy`]),
+    /// handing the item back. Cancel-safe: dropping the future before it completes drops the item.
+    pub async fn add(&self, item: T) -> Result<(), PushError<T>> {
+        self.add_waiting(item, false).await
+    }
+
+    /// Adds an item if there is room now; otherwise hands it back ([`PushError::Full`],
+    /// [`PushError::Closed`] or [`PushError::TooHeavy`]).
+    #[inline]
+    pub fn try_add(&self, item: T) -> Result<(), PushError<T>> {
+        let st = self.shared.lock();
+        self.push_locked(st, item)
+    }
+
+    /// Adds an item that cuts its batch at once (an alarm among telemetry), waiting while full.
+    pub async fn add_urgent(&self, item: T) -> Result<(), PushError<T>> {
+        self.add_waiting(item, true).await
+    }
+
+    async fn add_waiting(&self, item: T, urgent: bool) -> Result<(), PushError<T>> {
+        let mut waiting = None;
+        loop {
+            let room = {
+                let mut st = self.shared.lock();
+                if !st.core.must_wait() {
+                    let result = if urgent {
+                        let now = self.shared.now();
+                        st.core.push_urgent(now, item)
+                    } else {
+                        st.core.push_with(|| self.shared.now(), item)
+                    };
+                    return self.finish_push(st, result);
+                }
+                if waiting.is_none() {
+                    waiting = Some(Waiting::new(&self.shared, &mut st));
+                }
+                self.shared.space.notified()
+            };
+            if self.shared.finished.load(Ordering::Acquire) {
+                return Err(PushError::Closed(item));
+            }
+            room.await;
+        }
+    }
+
+    /// Adds many items with one lock per run of room, waiting while full. Items refused because
+    /// the batcher stopped or they are too heavy come back in [`Rejected`], in order.
+    pub async fn add_many(&self, items: impl IntoIterator<Item = T>) -> Result<(), Rejected<T>> {
+        let mut items = items.into_iter();
+        let mut held: Option<T> = None;
+        let mut refused = Vec::new();
+        let mut evicted = Vec::new();
+        loop {
+            let (wake, waiting) = {
+                let mut st = self.shared.lock();
+                while let Some(item) = held.take().or_else(|| items.next()) {
+                    if st.core.must_wait() {
+                        held = Some(item);
+                        break;
+                    }
+                    match st.core.push_with(|| self.shared.now(), item) {
+                        Ok(None) => {}
+                        Ok(Some(old)) => evicted.push(old),
+                        Err(e) => refused.push(e),
+                    }
+                }
+                let wake = st.core.poll_wake();
+                let waiting = held.is_some().then(|| {
+                    (
+                        Waiting::new(&self.shared, &mut st),
+                        self.shared.space.notified(),
+                    )
+                });
+                (wake, waiting)
+            };
+            if wake {
+                self.shared.work.notify_waiters();
+            }
+            for old in evicted.drain(..) {
+                self.shared.evicted(old);
+            }
+            let Some((guard, room)) = waiting else {
+                return if refused.is_empty() {
+                    Ok(())
+                } else {
+                    Err(Rejected { items: refused })
+                };
+            };
+            if self.shared.finished.load(Ordering::Acquire) {
+                refused.extend(held.take().into_iter().chain(items).map(PushError::Closed));
+                return Err(Rejected { items: refused });
+            }
+            room.await;
+            drop(guard);
+        }
+    }
+
+    /// Cuts everything buffered now and waits until every item accepted before the call has
+    /// reached a final outcome (delivered or dead-lettered). Resolves at once, without calling
+    /// the handler, when nothing is pending.
+    pub async fn flush(&self) {
+        let token = {
+            let mut st = self.shared.lock();
+            let token = st.core.flush();
+            let wake = st.core.poll_wake();
+            st.flush_waiters += 1;
+            drop(st);
+            if wake {
+                self.shared.work.notify_waiters();
+            }
+            token
+        };
+        loop {
+            let settled = self.shared.settled.notified();
+            {
+                let mut st = self.shared.lock();
+                if st.core.is_flushed(token) || self.shared.finished.load(Ordering::Acquire) {
+                    st.flush_waiters -= 1;
+                    return;
+                }
+            }
+            settled.await;
+        }
+    }
+
+    /// Stops taking items (later adds get [`PushError::Closed`]), delivers everything accepted
+    /// (retries included), and waits for the worker to end. A paused batcher stays paused:
+    /// resume it, or use [`shutdown_timeout`](Self::shutdown_timeout).
+    pub async fn shutdown(&self) {
+        self.close();
+        self.wait_finished().await;
+    }
+
+    /// Like [`shutdown`](Self::shutdown), but gives up after `deadline`: attempts still running
+    /// are cancelled, and everything not yet delivered or dead-lettered is returned in the report.
+    pub async fn shutdown_timeout(&self, deadline: std::time::Duration) -> ShutdownReport<T> {
+        self.close();
+        let timed_out = tokio::time::timeout(deadline, self.wait_finished())
+            .await
+            .is_err();
+        if timed_out {
+            self.shared.lock().aborted = true;
+            self.shared.abort.notify_waiters();
+            self.wait_finished().await;
+        }
+        let mut st = self.shared.lock();
+        ShutdownReport {
+            remainder: std::mem::take(&mut st.remainder),
+            timed_out,
+            metrics: st.core.metrics(),
+        }
+    }
+
+    /// Stops taking items and starts the drain, without waiting.
+    pub fn close(&self) {
+        self.shared.lock().core.close();
+        self.shared.work.notify_waiters();
+    }
+
+    /// Pauses: no batch starts and no retry clock runs; adds keep buffering up to capacity.
+    pub fn pause(&self) {
+        let now = self.shared.now();
+        self.shared.lock().core.pause(now);
+        self.shared.work.notify_waiters();
+    }
+
+    /// Resumes after [`pause`](Self::pause): everything buffered drains in order.
+    pub fn resume(&self) {
+        let now = self.shared.now();
+        self.shared.lock().core.resume(now);
+        self.shared.work.notify_waiters();
+    }
+
+    /// Items buffered (not yet cut into a batch).
+    pub fn len(&self) -> usize {
+        self.shared.lock().core.len()
+    }
+
+    /// Whether no item is buffered.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Batches with the handler or waiting to retry.
+    pub fn in_flight(&self) -> usize {
+        self.shared.lock().core.in_flight()
+    }
+
+    /// Whether the batcher stopped taking items.
+    pub fn is_closed(&self) -> bool {
+        self.shared.lock().core.is_closed()
+    }
+
+    /// A snapshot of the counters. It copies them under the lock producers use (a few dozen
+    /// nanoseconds), never waiting on the handler.
+    pub fn metrics(&self) -> Metrics {
+        self.shared.lock().core.metrics()
+    }
+
+    async fn wait_finished(&self) {
+        loop {
+            let done = self.shared.done.notified();
+            if self.shared.finished.load(Ordering::Acquire) {
+                return;
+            }
+            done.await;
+        }
+    }
+
+    #[inline]
+    fn push_locked(
+        &self,
+        mut st: std::sync::MutexGuard<'_, State<T>>,
+        item: T,
+    ) -> Result<(), PushError<T>> {
+        let result = st.core.push_with(|| self.shared.now(), item);
+        self.finish_push(st, result)
+    }
+
+    #[inline]
+    fn finish_push(
+        &self,
+        mut st: std::sync::MutexGuard<'_, State<T>>,
+        result: Result<Option<T>, PushError<T>>,
+    ) -> Result<(), PushError<T>> {
+        let wake = st.core.poll_wake();
+        drop(st);
+        if wake {
+            self.shared.work.notify_waiters();
+        }
+        match result {
+            Ok(None) => Ok(()),
+            Ok(Some(old)) => {
+                self.shared.evicted(old);
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// Counts a producer waiting for room while it waits (also when its future is dropped).
+struct Waiting<'a, T> {
+    shared: &'a Shared<T>,
+}
+
+impl<'a, T> Waiting<'a, T> {
+    fn new(shared: &'a Shared<T>, st: &mut State<T>) -> Self {
+        st.waiting_producers += 1;
+        Self { shared }
+    }
+}
+
+impl<T> Drop for Waiting<'_, T> {
+    fn drop(&mut self) {
+        self.shared.lock().waiting_producers -= 1;
+    }
+}

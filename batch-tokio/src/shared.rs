@@ -1,0 +1,108 @@
+//! State shared by the handles and the worker.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use batch_core::storage::{FixedDeque, InFlight};
+use batch_core::{BatchCore, Instant};
+use tokio::sync::Notify;
+
+use crate::handler::{BatchError, DeadLetter};
+
+/// The core on run-time sized storage, allocated once.
+pub(crate) type Core<T> = BatchCore<T, FixedDeque<T>, Vec<InFlight>>;
+
+/// The error callback: the last attempt's error and the dead-lettered batch.
+pub(crate) type OnError<T> = dyn Fn(BatchError, DeadLetter<T>) + Send + Sync;
+/// The eviction callback ([`batch_core::Overflow::DropOldest`]).
+pub(crate) type OnEvict<T> = dyn Fn(T) + Send + Sync;
+
+pub(crate) struct Shared<T> {
+    state: Mutex<State<T>>,
+    /// A batch may be due, a deadline moved, a slot freed, or the batcher closed or resumed.
+    pub(crate) work: Notify,
+    /// Room appeared in the buffer (producers waiting in `add`).
+    pub(crate) space: Notify,
+    /// A batch reached a final outcome (`flush` waiters).
+    pub(crate) settled: Notify,
+    /// The worker ended.
+    pub(crate) done: Notify,
+    /// A shutdown deadline expired: lanes give their batches back.
+    pub(crate) abort: Notify,
+    pub(crate) finished: AtomicBool,
+    /// Live `Batcher` handles; the last one to go closes the batcher.
+    pub(crate) handles: AtomicUsize,
+    epoch: tokio::time::Instant,
+    pub(crate) on_error: Option<Arc<OnError<T>>>,
+    pub(crate) on_evict: Option<Box<OnEvict<T>>>,
+}
+
+pub(crate) struct State<T> {
+    pub(crate) core: Core<T>,
+    pub(crate) waiting_producers: usize,
+    pub(crate) flush_waiters: usize,
+    pub(crate) aborted: bool,
+    pub(crate) remainder: Vec<T>,
+}
+
+impl<T> Shared<T> {
+    pub(crate) fn new(
+        core: Core<T>,
+        on_error: Option<Arc<OnError<T>>>,
+        on_evict: Option<Box<OnEvict<T>>>,
+    ) -> Self {
+        Self {
+            state: Mutex::new(State {
+                core,
+                waiting_producers: 0,
+                flush_waiters: 0,
+                aborted: false,
+                remainder: Vec::new(),
+            }),
+            work: Notify::new(),
+            space: Notify::new(),
+            settled: Notify::new(),
+            done: Notify::new(),
+            abort: Notify::new(),
+            finished: AtomicBool::new(false),
+            handles: AtomicUsize::new(1),
+            epoch: tokio::time::Instant::now(),
+            on_error,
+            on_evict,
+        }
+    }
+
+    /// Locks the state. A panic never happens while it is held (handlers run outside it), so a
+    /// poisoned lock still holds consistent state.
+    #[inline]
+    pub(crate) fn lock(&self) -> MutexGuard<'_, State<T>> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Tokio's clock (virtual under `start_paused`) as core time.
+    #[inline]
+    pub(crate) fn now(&self) -> Instant {
+        let micros = self.epoch.elapsed().as_micros();
+        Instant::from_micros(u64::try_from(micros).unwrap_or(u64::MAX))
+    }
+
+    /// Core time as a tokio instant.
+    pub(crate) fn to_tokio(&self, at: Instant) -> tokio::time::Instant {
+        let offset = std::time::Duration::from_micros(at.as_micros());
+        self.epoch.checked_add(offset).unwrap_or_else(far_future)
+    }
+
+    /// Hands an evicted item to the callback, or drops it (it is counted as evicted).
+    pub(crate) fn evicted(&self, item: T) {
+        if let Some(cb) = &self.on_evict {
+            cb(item);
+        } else {
+            tracing::debug!("item evicted by DropOldest (no on_evict callback)");
+        }
+    }
+}
+
+/// About thirty years from now: what tokio itself uses as "never".
+pub(crate) fn far_future() -> tokio::time::Instant {
+    tokio::time::Instant::now() + std::time::Duration::from_secs(86_400 * 365 * 30)
+}
