@@ -196,9 +196,7 @@ pub struct BatchCore<T, Q, S> {
     _items: PhantomData<fn(T) -> T>,
 }
 
-impl<T, const N: usize, const F: usize>
-    BatchCore<T, heapless::Deque<T, N>, heapless::Vec<InFlight, F>>
-{
+impl<T, const N: usize, const F: usize> BatchCore<T, heapless::Deque<T, N>, heapless::Vec<InFlight, F>> {
     /// A batcher with room for `N` items and `F` in-flight batches, for a `static` or `const`.
     ///
     /// In a `static` or `const` an invalid `config` stops the build with a message naming the
@@ -225,13 +223,7 @@ impl<T, const N: usize, const F: usize>
         if let Err(e) = Self::check(&config, false) {
             panic!("{}", e.message());
         }
-        Self::assemble(
-            heapless::Deque::new(),
-            heapless::Vec::new(),
-            N,
-            config,
-            None,
-        )
+        Self::assemble(heapless::Deque::new(), heapless::Vec::new(), N, config, None)
     }
 
     /// Like [`new`](Self::new), with a weigher for the `max_weight` limit (which must be set).
@@ -252,13 +244,7 @@ impl<T, const N: usize, const F: usize>
         if let Err(e) = Self::check(&config, true) {
             panic!("{}", e.message());
         }
-        Self::assemble(
-            heapless::Deque::new(),
-            heapless::Vec::new(),
-            N,
-            config,
-            Some(weigher),
-        )
+        Self::assemble(heapless::Deque::new(), heapless::Vec::new(), N, config, Some(weigher))
     }
 
     /// A batcher with room for `N` items and `F` in-flight batches, or the [`ConfigError`] naming
@@ -274,30 +260,15 @@ impl<T, const N: usize, const F: usize>
         if let Err(e) = Self::check(&config, false) {
             return Err(e);
         }
-        Ok(Self::assemble(
-            heapless::Deque::new(),
-            heapless::Vec::new(),
-            N,
-            config,
-            None,
-        ))
+        Ok(Self::assemble(heapless::Deque::new(), heapless::Vec::new(), N, config, None))
     }
 
     /// Like [`try_new`](Self::try_new), with a weigher for `max_weight`.
-    pub const fn try_new_weighted(
-        config: Config,
-        weigher: fn(&T) -> u32,
-    ) -> Result<Self, ConfigError> {
+    pub const fn try_new_weighted(config: Config, weigher: fn(&T) -> u32) -> Result<Self, ConfigError> {
         if let Err(e) = Self::check(&config, true) {
             return Err(e);
         }
-        Ok(Self::assemble(
-            heapless::Deque::new(),
-            heapless::Vec::new(),
-            N,
-            config,
-            Some(weigher),
-        ))
+        Ok(Self::assemble(heapless::Deque::new(), heapless::Vec::new(), N, config, Some(weigher)))
     }
 
     const fn check(config: &Config, weighted: bool) -> Result<(), ConfigError> {
@@ -438,11 +409,7 @@ impl<T, Q: Queue<T>, S: Slots> BatchCore<T, Q, S> {
     /// assert_eq!(reads, 1);
     /// ```
     #[inline]
-    pub fn push_with(
-        &mut self,
-        now: impl FnOnce() -> Instant,
-        item: T,
-    ) -> Result<Option<T>, PushError<T>> {
+    pub fn push_with(&mut self, now: impl FnOnce() -> Instant, item: T) -> Result<Option<T>, PushError<T>> {
         if self.closed {
             self.counters.rejected += 1;
             return Err(PushError::Closed(item));
@@ -516,17 +483,8 @@ impl<T, Q: Queue<T>, S: Slots> BatchCore<T, Q, S> {
 
     /// Reports how an attempt of batch `seq` ended, at `now`. Returns `None` if `seq` has no
     /// running attempt (a driver bug, reported instead of panicking).
-    pub fn handle_completion(
-        &mut self,
-        now: Instant,
-        seq: u64,
-        outcome: Outcome,
-    ) -> Option<Completion> {
-        let index = self
-            .slots
-            .as_slice()
-            .iter()
-            .position(|s| s.seq == seq && s.phase == Phase::Running)?;
+    pub fn handle_completion(&mut self, now: Instant, seq: u64, outcome: Outcome) -> Option<Completion> {
+        let index = self.slots.as_slice().iter().position(|s| s.seq == seq && s.phase == Phase::Running)?;
         let slot = self.slots.as_slice()[index];
         let len = slot.len as usize;
         self.wake = true;
@@ -545,10 +503,7 @@ impl<T, Q: Queue<T>, S: Slots> BatchCore<T, Q, S> {
                     self.counters.dead_lettered += u64::from(slot.len);
                     self.counters.batches_dead_lettered += 1;
                     self.counters.in_flight -= u64::from(slot.len);
-                    Some(Completion::DeadLettered {
-                        attempts: slot.attempt,
-                        len,
-                    })
+                    Some(Completion::DeadLettered { attempts: slot.attempt, len })
                 } else {
                     // While paused the retry clock does not run: count from the pause, and
                     // `resume` moves the deadline by the paused time.
@@ -558,10 +513,7 @@ impl<T, Q: Queue<T>, S: Slots> BatchCore<T, Q, S> {
                     };
                     let at = from + self.retry_delay(slot.attempt);
                     self.slots.as_mut_slice()[index].phase = Phase::Backoff(at);
-                    Some(Completion::Retry {
-                        attempt: slot.attempt + 1,
-                        at,
-                    })
+                    Some(Completion::Retry { attempt: slot.attempt + 1, at })
                 }
             }
         }
@@ -687,13 +639,7 @@ impl<T, Q: Queue<T>, S: Slots> BatchCore<T, Q, S> {
         self.buffered_weight -= weight;
         let seq = self.next_seq;
         self.next_seq += 1;
-        let slot = InFlight {
-            seq,
-            first,
-            len: len as u32,
-            attempt: 1,
-            phase: Phase::Running,
-        };
+        let slot = InFlight { seq, first, len: len as u32, attempt: 1, phase: Phase::Running };
         let added = self.slots.push(slot);
         debug_assert!(added.is_ok(), "slot_free() checked for room");
         let oldest_age = now - self.anchor;
@@ -703,13 +649,7 @@ impl<T, Q: Queue<T>, S: Slots> BatchCore<T, Q, S> {
         self.counters.flushes.record(trigger);
         self.counters.in_flight += len as u64;
         self.reanchor();
-        Some(Flush {
-            seq,
-            len,
-            trigger,
-            oldest_age,
-            first_item: first,
-        })
+        Some(Flush { seq, len, trigger, oldest_age, first_item: first })
     }
 
     /// Starts the next attempt of batch `seq` if its retry is due at `now` (and the batcher is not
@@ -720,11 +660,7 @@ impl<T, Q: Queue<T>, S: Slots> BatchCore<T, Q, S> {
         if self.paused_at.is_some() {
             return None;
         }
-        let slot = self
-            .slots
-            .as_mut_slice()
-            .iter_mut()
-            .find(|s| s.seq == seq)?;
+        let slot = self.slots.as_mut_slice().iter_mut().find(|s| s.seq == seq)?;
         match slot.phase {
             Phase::Backoff(at) if now >= at => {
                 slot.phase = Phase::Running;
@@ -783,14 +719,10 @@ impl<T, Q: Queue<T>, S: Slots> BatchCore<T, Q, S> {
     /// When batch `seq`, waiting to retry, may start its next attempt (`None` if it is not
     /// waiting). While paused this is where the deadline would be if resumed now.
     pub fn retry_at(&self, seq: u64) -> Option<Instant> {
-        self.slots
-            .as_slice()
-            .iter()
-            .find(|s| s.seq == seq)
-            .and_then(|s| match s.phase {
-                Phase::Backoff(at) => Some(at),
-                Phase::Running => None,
-            })
+        self.slots.as_slice().iter().find(|s| s.seq == seq).and_then(|s| match s.phase {
+            Phase::Backoff(at) => Some(at),
+            Phase::Running => None,
+        })
     }
 
     // ----------------------------------------------------------------------------------------
@@ -890,9 +822,7 @@ impl<T, Q: Queue<T>, S: Slots> BatchCore<T, Q, S> {
     }
 
     fn over_weight(&self) -> bool {
-        self.config
-            .get_max_weight()
-            .is_some_and(|max| self.buffered_weight > u64::from(max))
+        self.config.get_max_weight().is_some_and(|max| self.buffered_weight > u64::from(max))
     }
 
     /// Why a batch is due now regardless of linger, if it is.
@@ -914,8 +844,7 @@ impl<T, Q: Queue<T>, S: Slots> BatchCore<T, Q, S> {
 
     fn trigger(&self, now: Instant) -> Option<Trigger> {
         self.trigger_without_linger().or_else(|| {
-            (self.queue.len() > 0 && now >= self.anchor + self.config.get_linger())
-                .then_some(Trigger::Linger)
+            (self.queue.len() > 0 && now >= self.anchor + self.config.get_linger()).then_some(Trigger::Linger)
         })
     }
 
@@ -952,11 +881,7 @@ impl<T, Q: Queue<T>, S: Slots> BatchCore<T, Q, S> {
         if permille == 0 {
             return Duration::from_micros(delay);
         }
-        let span = if delay <= u64::MAX / 1000 {
-            delay * permille / 1000
-        } else {
-            delay / 1000 * permille
-        };
+        let span = if delay <= u64::MAX / 1000 { delay * permille / 1000 } else { delay / 1000 * permille };
         // xorshift32: small, deterministic for a given seed.
         let mut x = self.rng;
         x ^= x << 13;

@@ -210,11 +210,7 @@ impl Config {
     pub const fn backoff(&self, attempt: u32) -> Duration {
         let shift = attempt.saturating_sub(1);
         let base = self.base_delay.as_micros();
-        let scaled = if shift >= 64 || base.leading_zeros() < shift {
-            u64::MAX
-        } else {
-            base << shift
-        };
+        let scaled = if shift >= 64 || base.leading_zeros() < shift { u64::MAX } else { base << shift };
         let max = self.max_delay.as_micros();
         Duration::from_micros(if scaled < max { scaled } else { max })
     }
@@ -230,19 +226,13 @@ impl Config {
             return Err(ConfigError::ZeroMaxBatch);
         }
         if max_batch > capacity {
-            return Err(ConfigError::MaxBatchAboveCapacity {
-                max_batch,
-                capacity,
-            });
+            return Err(ConfigError::MaxBatchAboveCapacity { max_batch, capacity });
         }
         if self.max_in_flight == 0 {
             return Err(ConfigError::ZeroMaxInFlight);
         }
         if self.max_in_flight > slots {
-            return Err(ConfigError::MaxInFlightAboveSlots {
-                max_in_flight: self.max_in_flight,
-                slots,
-            });
+            return Err(ConfigError::MaxInFlightAboveSlots { max_in_flight: self.max_in_flight, slots });
         }
         if self.max_attempts == 0 {
             return Err(ConfigError::ZeroMaxAttempts);
@@ -254,9 +244,7 @@ impl Config {
             });
         }
         if self.jitter_permille > 1000 {
-            return Err(ConfigError::JitterAboveOne {
-                permille: self.jitter_permille,
-            });
+            return Err(ConfigError::JitterAboveOne { permille: self.jitter_permille });
         }
         if let Some(0) = self.max_weight {
             return Err(ConfigError::ZeroMaxWeight);
@@ -346,9 +334,7 @@ impl ConfigError {
             Self::MaxBatchAboveCapacity { .. } => {
                 "max_batch is larger than the capacity: a full batch could never be buffered"
             }
-            Self::ZeroMaxInFlight => {
-                "max_in_flight is 0: at least one batch must be allowed to run"
-            }
+            Self::ZeroMaxInFlight => "max_in_flight is 0: at least one batch must be allowed to run",
             Self::MaxInFlightAboveSlots { .. } => {
                 "max_in_flight is larger than the in-flight table (the F parameter)"
             }
@@ -360,9 +346,7 @@ impl ConfigError {
                 "jitter is above 1000 permille: a delay cannot shrink by more than itself"
             }
             Self::ZeroMaxWeight => "max_weight is 0: every item would be too heavy",
-            Self::MaxWeightWithoutWeigher => {
-                "max_weight is set but no weigher was given to measure items"
-            }
+            Self::MaxWeightWithoutWeigher => "max_weight is set but no weigher was given to measure items",
             Self::WeigherWithoutMaxWeight => "a weigher was given but max_weight is not set",
         }
     }
@@ -371,36 +355,21 @@ impl ConfigError {
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match *self {
-            Self::ZeroCapacity => {
-                f.write_str("capacity is 0: the buffer must hold at least one item")
-            }
-            Self::ZeroMaxBatch => {
-                f.write_str("max_batch is 0: a batch must hold at least one item")
-            }
-            Self::MaxBatchAboveCapacity {
-                max_batch,
-                capacity,
-            } => write!(
+            Self::ZeroCapacity => f.write_str("capacity is 0: the buffer must hold at least one item"),
+            Self::ZeroMaxBatch => f.write_str("max_batch is 0: a batch must hold at least one item"),
+            Self::MaxBatchAboveCapacity { max_batch, capacity } => write!(
                 f,
                 "max_batch ({max_batch}) is larger than the capacity ({capacity}): a full batch could never be buffered"
             ),
             Self::ZeroMaxInFlight => {
                 f.write_str("max_in_flight is 0: at least one batch must be allowed to run")
             }
-            Self::MaxInFlightAboveSlots {
-                max_in_flight,
-                slots,
-            } => write!(
+            Self::MaxInFlightAboveSlots { max_in_flight, slots } => write!(
                 f,
                 "max_in_flight ({max_in_flight}) is larger than the in-flight table ({slots} slots)"
             ),
-            Self::ZeroMaxAttempts => {
-                f.write_str("max_attempts is 0: every batch needs at least one attempt")
-            }
-            Self::BaseDelayAboveMaxDelay {
-                base_delay,
-                max_delay,
-            } => write!(
+            Self::ZeroMaxAttempts => f.write_str("max_attempts is 0: every batch needs at least one attempt"),
+            Self::BaseDelayAboveMaxDelay { base_delay, max_delay } => write!(
                 f,
                 "base_delay ({base_delay}) is longer than max_delay ({max_delay}): the cap would undercut the first retry"
             ),
@@ -412,9 +381,7 @@ impl fmt::Display for ConfigError {
             Self::MaxWeightWithoutWeigher => {
                 f.write_str("max_weight is set but no weigher was given to measure items")
             }
-            Self::WeigherWithoutMaxWeight => {
-                f.write_str("a weigher was given but max_weight is not set")
-            }
+            Self::WeigherWithoutMaxWeight => f.write_str("a weigher was given but max_weight is not set"),
         }
     }
 }
@@ -430,41 +397,22 @@ mod tests {
         let ok = Config::new();
         assert_eq!(ok.validate(64, 1), Ok(()));
         assert_eq!(ok.validate(0, 1), Err(ConfigError::ZeroCapacity));
-        assert_eq!(
-            ok.max_batch(0).validate(64, 1),
-            Err(ConfigError::ZeroMaxBatch)
-        );
-        assert_eq!(
-            ok.max_in_flight(0).validate(64, 1),
-            Err(ConfigError::ZeroMaxInFlight)
-        );
+        assert_eq!(ok.max_batch(0).validate(64, 1), Err(ConfigError::ZeroMaxBatch));
+        assert_eq!(ok.max_in_flight(0).validate(64, 1), Err(ConfigError::ZeroMaxInFlight));
         assert_eq!(
             ok.max_in_flight(2).validate(64, 1),
-            Err(ConfigError::MaxInFlightAboveSlots {
-                max_in_flight: 2,
-                slots: 1
-            })
+            Err(ConfigError::MaxInFlightAboveSlots { max_in_flight: 2, slots: 1 })
         );
+        assert_eq!(ok.max_attempts(0).validate(64, 1), Err(ConfigError::ZeroMaxAttempts));
         assert_eq!(
-            ok.max_attempts(0).validate(64, 1),
-            Err(ConfigError::ZeroMaxAttempts)
-        );
-        assert_eq!(
-            ok.retry_delays(Duration::from_secs(2), Duration::from_secs(1))
-                .validate(64, 1),
+            ok.retry_delays(Duration::from_secs(2), Duration::from_secs(1)).validate(64, 1),
             Err(ConfigError::BaseDelayAboveMaxDelay {
                 base_delay: Duration::from_secs(2),
                 max_delay: Duration::from_secs(1)
             })
         );
-        assert_eq!(
-            ok.jitter(1001, 1).validate(64, 1),
-            Err(ConfigError::JitterAboveOne { permille: 1001 })
-        );
-        assert_eq!(
-            ok.max_weight(0).validate(64, 1),
-            Err(ConfigError::ZeroMaxWeight)
-        );
+        assert_eq!(ok.jitter(1001, 1).validate(64, 1), Err(ConfigError::JitterAboveOne { permille: 1001 }));
+        assert_eq!(ok.max_weight(0).validate(64, 1), Err(ConfigError::ZeroMaxWeight));
     }
 
     #[test]

@@ -37,14 +37,8 @@ pub enum Trigger {
 
 impl Trigger {
     /// Every trigger, in the order of [`FlushCounts`]'s fields.
-    pub const ALL: [Trigger; 6] = [
-        Trigger::Size,
-        Trigger::Weight,
-        Trigger::Linger,
-        Trigger::Manual,
-        Trigger::Urgent,
-        Trigger::Close,
-    ];
+    pub const ALL: [Trigger; 6] =
+        [Trigger::Size, Trigger::Weight, Trigger::Linger, Trigger::Manual, Trigger::Urgent, Trigger::Close];
 
     /// A short lower-case name, for logs.
     pub const fn name(self) -> &'static str {

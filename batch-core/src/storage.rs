@@ -168,10 +168,7 @@ mod alloc_impls {
     impl<T> FixedDeque<T> {
         /// Allocates room for exactly `capacity` items.
         pub fn with_capacity(capacity: usize) -> Self {
-            Self {
-                items: VecDeque::with_capacity(capacity),
-                capacity,
-            }
+            Self { items: VecDeque::with_capacity(capacity), capacity }
         }
     }
 

@@ -81,11 +81,7 @@ impl Instant {
     /// The later of two instants (usable in `const` context).
     #[must_use]
     pub const fn max_of(self, other: Self) -> Self {
-        if self.micros >= other.micros {
-            self
-        } else {
-            other
-        }
+        if self.micros >= other.micros { self } else { other }
     }
 }
 
@@ -192,11 +188,6 @@ mod tests {
     fn units_convert() {
         assert_eq!(Duration::from_secs(1).as_millis(), 1_000);
         assert_eq!(Instant::from_millis(7).as_micros(), 7_000);
-        assert_eq!(
-            Instant::from_micros(3)
-                .max_of(Instant::from_micros(9))
-                .as_micros(),
-            9
-        );
+        assert_eq!(Instant::from_micros(3).max_of(Instant::from_micros(9)).as_micros(), 9);
     }
 }

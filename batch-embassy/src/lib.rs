@@ -1,1 +1,67 @@
-//! placeholder
+//! Embassy adapter for [`batch_core`]: a batcher that lives in a `static`, fed by any task, and
+//! drained by a [`Runner`] task that waits on `embassy_time::Timer::at(deadline)`.
+//!
+//! `#![no_std]`, no allocator. Time comes from `embassy-time`; this crate never enables a tick
+//! rate or a time driver: the firmware picks those (esp-rtos, embassy-stm32's `time-driver-*`,
+//! or your own). Locks are `embassy-sync` blocking mutexes over a `RawMutex` you choose
+//! (`CriticalSectionRawMutex` to share with interrupts and other executors,
+//! `NoopRawMutex`/`ThreadModeRawMutex` within one executor). `async-lock` is not used: it needs
+//! an allocator and compare-and-swap atomics, which thumbv6m and riscv32imc lack.
+//!
+//! ```
+//! use batch_embassy::{Batcher, BatchInfo, Config};
+//! use embassy_sync::blocking_mutex::raw::CriticalSectionRawMutex;
+//! use embassy_time::Duration;
+//!
+//! const CONFIG: Config = Config::new().max_batch(16).linger(batch_embassy::millis(500)).max_attempts(3);
+//! // An invalid CONFIG fails the build here, naming the field.
+//! static READINGS: Batcher<CriticalSectionRawMutex, u32, 64> = Batcher::new(CONFIG);
+//!
+//! // In a sensor task:
+//! async fn sense() {
+//!     READINGS.add(21).await.unwrap();
+//! }
+//!
+//! // In the uplink task (spawned once; `run` returns after `close` once drained):
+//! async fn uplink() {
+//!     let mut runner = READINGS.runner(async |batch: &[u32], info: BatchInfo| {
+//!         // send the batch; an Err is retried with backoff, then dead-lettered
+//!         let _ = (batch, info);
+//!         Ok::<(), ()>(())
+//!     });
+//!     runner.run().await;
+//! }
+//! # let _ = (sense, uplink, Duration::from_secs(1));
+//! ```
+#![no_std]
+#![forbid(unsafe_code)]
+
+mod batcher;
+mod handler;
+mod runner;
+
+pub use batch_core::{
+    Config, ConfigError, Duration as CoreDuration, FlushCounts, Metrics, Overflow, PushError, Trigger,
+};
+pub use batcher::Batcher;
+pub use handler::{BatchInfo, Handler, WithDeadLetter};
+pub use runner::Runner;
+
+/// A core [`Config`] duration from milliseconds, for `const` configurations.
+///
+/// ```
+/// assert_eq!(batch_embassy::millis(5).as_micros(), 5_000);
+/// ```
+pub const fn millis(ms: u64) -> batch_core::Duration {
+    batch_core::Duration::from_millis(ms)
+}
+
+/// The current embassy time as core time.
+pub(crate) fn now() -> batch_core::Instant {
+    batch_core::Instant::from_micros(embassy_time::Instant::now().as_micros())
+}
+
+/// Core time as embassy time.
+pub(crate) fn to_embassy(at: batch_core::Instant) -> embassy_time::Instant {
+    embassy_time::Instant::from_micros(at.as_micros())
+}

@@ -36,9 +36,7 @@ impl std::fmt::Display for BuildError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::Config(e) => e.fmt(f),
-            Self::ZeroAttemptTimeout => {
-                f.write_str("attempt_timeout is 0: every attempt would time out")
-            }
+            Self::ZeroAttemptTimeout => f.write_str("attempt_timeout is 0: every attempt would time out"),
         }
     }
 }
@@ -181,10 +179,7 @@ impl<T: Send + Sync + 'static> Builder<T> {
     /// It runs on the worker: hand slow work off. Without it, dead letters are logged with
     /// `tracing` and counted.
     #[must_use]
-    pub fn on_error(
-        mut self,
-        f: impl Fn(BatchError, DeadLetter<T>) + Send + Sync + 'static,
-    ) -> Self {
+    pub fn on_error(mut self, f: impl Fn(BatchError, DeadLetter<T>) + Send + Sync + 'static) -> Self {
         self.on_error = Some(Arc::new(f));
         self
     }
@@ -214,11 +209,7 @@ impl<T: Send + Sync + 'static> Builder<T> {
         let worker = Worker::new(
             Arc::clone(&shared),
             handler,
-            LaneConfig {
-                max_batch,
-                attempt_timeout: self.attempt_timeout,
-                lanes,
-            },
+            LaneConfig { max_batch, attempt_timeout: self.attempt_timeout, lanes },
         );
         Ok((Batcher { shared }, worker))
     }

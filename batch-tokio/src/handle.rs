@@ -43,18 +43,14 @@ pub struct Batcher<T> {
 
 impl<T> std::fmt::Debug for Batcher<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Batcher")
-            .field("metrics", &self.metrics())
-            .finish_non_exhaustive()
+        f.debug_struct("Batcher").field("metrics", &self.metrics()).finish_non_exhaustive()
     }
 }
 
 impl<T> Clone for Batcher<T> {
     fn clone(&self) -> Self {
         self.shared.handles.fetch_add(1, Ordering::Relaxed);
-        Self {
-            shared: Arc::clone(&self.shared),
-        }
+        Self { shared: Arc::clone(&self.shared) }
     }
 }
 
@@ -172,12 +168,9 @@ impl<T> Batcher<T> {
                     }
                 }
                 let wake = st.core.poll_wake();
-                let waiting = held.is_some().then(|| {
-                    (
-                        Waiting::new(&self.shared, &mut st),
-                        self.shared.space.notified(),
-                    )
-                });
+                let waiting = held
+                    .is_some()
+                    .then(|| (Waiting::new(&self.shared, &mut st), self.shared.space.notified()));
                 (wake, waiting)
             };
             if wake {
@@ -187,11 +180,7 @@ impl<T> Batcher<T> {
                 self.shared.evicted(old);
             }
             let Some((guard, room)) = waiting else {
-                return if refused.is_empty() {
-                    Ok(())
-                } else {
-                    Err(Rejected { items: refused })
-                };
+                return if refused.is_empty() { Ok(()) } else { Err(Rejected { items: refused }) };
             };
             if self.shared.finished.load(Ordering::Acquire) {
                 refused.extend(held.take().into_iter().chain(items).map(PushError::Closed));
@@ -242,20 +231,14 @@ impl<T> Batcher<T> {
     /// are cancelled, and everything not yet delivered or dead-lettered is returned in the report.
     pub async fn shutdown_timeout(&self, deadline: std::time::Duration) -> ShutdownReport<T> {
         self.close();
-        let timed_out = tokio::time::timeout(deadline, self.wait_finished())
-            .await
-            .is_err();
+        let timed_out = tokio::time::timeout(deadline, self.wait_finished()).await.is_err();
         if timed_out {
             self.shared.lock().aborted = true;
             self.shared.abort.notify_waiters();
             self.wait_finished().await;
         }
         let mut st = self.shared.lock();
-        ShutdownReport {
-            remainder: std::mem::take(&mut st.remainder),
-            timed_out,
-            metrics: st.core.metrics(),
-        }
+        ShutdownReport { remainder: std::mem::take(&mut st.remainder), timed_out, metrics: st.core.metrics() }
     }
 
     /// Stops taking items and starts the drain, without waiting.
@@ -315,11 +298,7 @@ impl<T> Batcher<T> {
     }
 
     #[inline]
-    fn push_locked(
-        &self,
-        mut st: std::sync::MutexGuard<'_, State<T>>,
-        item: T,
-    ) -> Result<(), PushError<T>> {
+    fn push_locked(&self, mut st: std::sync::MutexGuard<'_, State<T>>, item: T) -> Result<(), PushError<T>> {
         let result = st.core.push_with(|| self.shared.now(), item);
         self.finish_push(st, result)
     }

@@ -45,12 +45,7 @@ pub struct Batch<T> {
 
 impl<T> Clone for Batch<T> {
     fn clone(&self) -> Self {
-        Self {
-            items: Arc::clone(&self.items),
-            seq: self.seq,
-            attempt: self.attempt,
-            trigger: self.trigger,
-        }
+        Self { items: Arc::clone(&self.items), seq: self.seq, attempt: self.attempt, trigger: self.trigger }
     }
 }
 
@@ -133,20 +128,8 @@ impl<T> DeadLetter<T> {
     /// Takes the items by value. Fails (handing the letter back) only if a handler kept a clone
     /// of its [`Batch`] beyond its attempt.
     pub fn into_items(self) -> Result<Vec<T>, Self> {
-        let Batch {
-            items,
-            seq,
-            attempt,
-            trigger,
-        } = self.batch;
-        Arc::try_unwrap(items).map_err(|items| Self {
-            batch: Batch {
-                items,
-                seq,
-                attempt,
-                trigger,
-            },
-        })
+        let Batch { items, seq, attempt, trigger } = self.batch;
+        Arc::try_unwrap(items).map_err(|items| Self { batch: Batch { items, seq, attempt, trigger } })
     }
 }
 
@@ -240,10 +223,7 @@ where
 {
     type Error = E;
     // Runs on first poll, inside the worker's panic and timeout guards.
-    #[allow(
-        clippy::manual_async_fn,
-        reason = "the trait's signature asks for `impl Future + Send`"
-    )]
+    #[allow(clippy::manual_async_fn, reason = "the trait's signature asks for `impl Future + Send`")]
     fn handle(&self, batch: &Batch<T>) -> impl Future<Output = Result<(), E>> + Send {
         async move { (self.0)(batch.items()) }
     }

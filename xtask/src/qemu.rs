@@ -33,9 +33,7 @@ fn tools_dir() -> PathBuf {
 
 /// The cached `defmt-print`.
 fn defmt_print() -> PathBuf {
-    tools_dir()
-        .join("bin")
-        .join(format!("defmt-print{}", env::consts::EXE_SUFFIX))
+    tools_dir().join("bin").join(format!("defmt-print{}", env::consts::EXE_SUFFIX))
 }
 
 /// Where [`qemu`] keeps the firmware it last built, with or without the `broken` feature.
@@ -68,9 +66,7 @@ fn is_root() -> bool {
 /// which has been seen to clear a transient "pkgProblemResolver ... breaks".
 fn apt_install(package: &str) -> Result {
     if !have("apt-get") {
-        return Err(format!(
-            "{package} is missing and apt-get is not available: install it by hand"
-        ));
+        return Err(format!("{package} is missing and apt-get is not available: install it by hand"));
     }
     let script = format!("apt-get update && apt-get install -y --no-install-recommends {package}");
     let sudo = !is_root() && have("sudo");
@@ -102,9 +98,7 @@ pub(crate) fn ensure_tools() -> Result {
     }
     if !defmt_print().is_file() {
         let mut install = cargo(&root());
-        install
-            .args(["install", "defmt-print", "--locked", "--root"])
-            .arg(tools_dir());
+        install.args(["install", "defmt-print", "--locked", "--root"]).arg(tools_dir());
         run(&mut install).map_err(|e| format!("could not install defmt-print: {e}"))?;
     }
     Ok(())
@@ -131,16 +125,10 @@ fn build(broken: bool) -> Result<PathBuf> {
     let built = target_dir.join(TARGET).join("release").join(BIN);
     let elf = firmware_elf(broken);
     if let Some(parent) = elf.parent() {
-        fs::create_dir_all(parent)
-            .map_err(|e| format!("could not create {}: {e}", parent.display()))?;
+        fs::create_dir_all(parent).map_err(|e| format!("could not create {}: {e}", parent.display()))?;
     }
-    fs::copy(&built, &elf).map_err(|e| {
-        format!(
-            "could not copy {} to {}: {e}",
-            built.display(),
-            elf.display()
-        )
-    })?;
+    fs::copy(&built, &elf)
+        .map_err(|e| format!("could not copy {} to {}: {e}", built.display(), elf.display()))?;
     Ok(elf)
 }
 
@@ -171,17 +159,9 @@ fn boot(elf: &std::path::Path) -> Result {
          if [ \"${{status[1]}}\" -ne 0 ]; then exit 3; fi"
     );
     let mut cmd = Command::new("bash");
-    cmd.args(["-c", &script, "bash"])
-        .arg(elf)
-        .arg(defmt_print())
-        .stdout(Stdio::piped());
-    eprintln!(
-        "$ qemu-system-arm -machine mps2-an386 ... -kernel {0} | defmt-print -e {0}",
-        elf.display()
-    );
-    let mut child = cmd
-        .spawn()
-        .map_err(|e| format!("could not start bash for QEMU: {e}"))?;
+    cmd.args(["-c", &script, "bash"]).arg(elf).arg(defmt_print()).stdout(Stdio::piped());
+    eprintln!("$ qemu-system-arm -machine mps2-an386 ... -kernel {0} | defmt-print -e {0}", elf.display());
+    let mut child = cmd.spawn().map_err(|e| format!("could not start bash for QEMU: {e}"))?;
     let mut passed = false;
     if let Some(stdout) = child.stdout.take() {
         for line in BufReader::new(stdout).lines() {
@@ -190,16 +170,12 @@ fn boot(elf: &std::path::Path) -> Result {
             println!("{line}");
         }
     }
-    let status = child
-        .wait()
-        .map_err(|e| format!("could not wait for QEMU: {e}"))?;
+    let status = child.wait().map_err(|e| format!("could not wait for QEMU: {e}"))?;
     if !status.success() {
         return Err(format!("firmware run failed: {}", explain(status.code())));
     }
     if !passed {
-        return Err(format!(
-            "QEMU exited 0 but the firmware never logged `{PASS_MARKER}`"
-        ));
+        return Err(format!("QEMU exited 0 but the firmware never logged `{PASS_MARKER}`"));
     }
     Ok(())
 }

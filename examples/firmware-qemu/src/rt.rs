@@ -41,10 +41,7 @@ const _: () = assert!(
     CORE_HZ.is_multiple_of(IRQ_HZ) && TICK_HZ.is_multiple_of(IRQ_HZ) && TICK_HZ <= CORE_HZ,
     "embassy-time's tick rate must be a multiple of IRQ_HZ and at most CORE_HZ",
 );
-const _: () = assert!(
-    CYCLES_PER_IRQ <= 1 << 24,
-    "SysTick's reload value has 24 bits"
-);
+const _: () = assert!(CYCLES_PER_IRQ <= 1 << 24, "SysTick's reload value has 24 bits");
 
 /// Configures SysTick as the time base. Call it once, before anything reads the time.
 pub fn init(mut syst: SYST) {
@@ -161,10 +158,7 @@ impl Default for Executor {
 impl Executor {
     /// Creates an executor; [`Executor::run`] needs it in a `'static` place.
     pub fn new() -> Self {
-        Self {
-            inner: raw::Executor::new(core::ptr::null_mut()),
-            not_send: PhantomData,
-        }
+        Self { inner: raw::Executor::new(core::ptr::null_mut()), not_send: PhantomData }
     }
 
     /// Calls `init` with a spawner for this executor, then runs its tasks forever.
@@ -224,11 +218,7 @@ fn panic(info: &PanicInfo<'_>) -> ! {
 
 #[exception]
 unsafe fn HardFault(frame: &ExceptionFrame) -> ! {
-    defmt::error!(
-        "hard fault: pc={=u32:#010x} lr={=u32:#010x}",
-        frame.pc(),
-        frame.lr()
-    );
+    defmt::error!("hard fault: pc={=u32:#010x} lr={=u32:#010x}", frame.pc(), frame.lr());
     exit(EXIT_FAULT)
 }
 

@@ -28,19 +28,12 @@ struct Sensor {
 
 impl Sensor {
     const fn new(name: &'static str, period_ms: u64) -> Self {
-        Self {
-            name,
-            period: Duration::from_millis(period_ms),
-            samples: AtomicU32::new(0),
-        }
+        Self { name, period: Duration::from_millis(period_ms), samples: AtomicU32::new(0) }
     }
 }
 
-static SENSORS: [Sensor; 3] = [
-    Sensor::new("fast", 100),
-    Sensor::new("medium", 250),
-    Sensor::new("slow", 500),
-];
+static SENSORS: [Sensor; 3] =
+    [Sensor::new("fast", 100), Sensor::new("medium", 250), Sensor::new("slow", 500)];
 
 /// The worst lateness of any sample, in microseconds.
 static WORST_LATENESS_US: AtomicU32 = AtomicU32::new(0);
@@ -90,9 +83,8 @@ async fn supervisor() {
 
     let elapsed = Instant::now().as_micros();
     let worst = WORST_LATENESS_US.load(Ordering::Relaxed);
-    let mut ok = backwards == 0
-        && elapsed >= RUN_FOR.as_micros()
-        && u64::from(worst) <= MAX_LATENESS.as_micros();
+    let mut ok =
+        backwards == 0 && elapsed >= RUN_FOR.as_micros() && u64::from(worst) <= MAX_LATENESS.as_micros();
     for s in &SENSORS {
         let mut expected = (RUN_FOR.as_ticks() / s.period.as_ticks()) as u32;
         if cfg!(feature = "broken") {
@@ -103,10 +95,7 @@ async fn supervisor() {
         // The last sample is due exactly when the check runs, so it may not have happened yet.
         let sensor_ok = samples == expected || samples + 1 == expected;
         if !sensor_ok {
-            error!(
-                "{=str}: {=u32} samples, expected {=u32}",
-                s.name, samples, expected
-            );
+            error!("{=str}: {=u32} samples, expected {=u32}", s.name, samples, expected);
         }
         ok &= sensor_ok;
     }

@@ -1,0 +1,102 @@
+//! What the runner calls with each batch.
+
+use heapless::vec::VecView;
+
+use batch_core::Trigger;
+
+/// Where a batch stands: its sequence number, attempt and trigger.
+///
+/// ```
+/// use batch_embassy::{BatchInfo, Trigger};
+/// let info = BatchInfo { seq: 3, attempt: 1, trigger: Trigger::Size };
+/// assert_eq!(info.attempt, 1);
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct BatchInfo {
+    /// Sequence number: 0, 1, 2, ... in cut order, the same on every retry.
+    pub seq: u64,
+    /// 1 for the first attempt, 2 for the first retry, ...
+    pub attempt: u32,
+    /// Why the batch was cut.
+    pub trigger: Trigger,
+}
+
+/// Delivers batches. Any `async |batch: &[T], info: BatchInfo| -> Result<(), E>` closure is a
+/// handler; implement the trait for a stateful uplink, and override
+/// [`dead_letter`](Handler::dead_letter) to keep batches that failed every attempt
+/// (or wrap a closure with [`WithDeadLetter`]).
+///
+/// ```
+/// use batch_embassy::{BatchInfo, Handler};
+/// use heapless::vec::VecView;
+///
+/// struct Uplink { sent: u32, lost: u32 }
+/// impl Handler<u16> for Uplink {
+///     type Error = ();
+///     async fn handle(&mut self, batch: &[u16], _info: BatchInfo) -> Result<(), ()> {
+///         self.sent += batch.len() as u32;
+///         Ok(())
+///     }
+///     fn dead_letter(&mut self, items: &mut VecView<u16>, _info: BatchInfo, _error: ()) {
+///         self.lost += items.len() as u32; // e.g. write them to flash instead
+///     }
+/// }
+/// ```
+#[allow(async_fn_in_trait, reason = "embassy executors run tasks on one core: no Send bound wanted")]
+pub trait Handler<T> {
+    /// What a failed attempt reports.
+    type Error;
+
+    /// Delivers one batch (one attempt). `Ok` delivers it; `Err` fails this attempt.
+    async fn handle(&mut self, batch: &[T], info: BatchInfo) -> Result<(), Self::Error>;
+
+    /// Receives a batch that failed every attempt, with its items by value (take them with
+    /// `items.drain(..)` or `pop`; whatever is left is dropped). The default logs it with defmt
+    /// (with the `defmt` feature) and drops it; it is counted in the metrics either way.
+    fn dead_letter(&mut self, items: &mut VecView<T>, info: BatchInfo, error: Self::Error) {
+        let _ = (items, error);
+        #[cfg(feature = "defmt")]
+        defmt::error!("batch {} dead-lettered after {} attempts", info.seq, info.attempt);
+        #[cfg(not(feature = "defmt"))]
+        let _ = info;
+    }
+}
+
+impl<T, E, F> Handler<T> for F
+where
+    F: AsyncFnMut(&[T], BatchInfo) -> Result<(), E>,
+{
+    type Error = E;
+    async fn handle(&mut self, batch: &[T], info: BatchInfo) -> Result<(), E> {
+        self(batch, info).await
+    }
+}
+
+/// A handler with a dead-letter callback: `WithDeadLetter(handler, |items, info, error| ...)`.
+///
+/// ```
+/// use batch_embassy::{BatchInfo, WithDeadLetter};
+/// let mut lost = 0usize;
+/// let h = WithDeadLetter(
+///     async |_: &[u8], _: BatchInfo| Err::<(), &str>("uplink down"),
+///     |items: &mut heapless::vec::VecView<u8>, _: BatchInfo, _: &str| lost += items.len(),
+/// );
+/// # let _ = h;
+/// ```
+#[derive(Debug)]
+pub struct WithDeadLetter<H, D>(pub H, pub D);
+
+impl<T, H, D> Handler<T> for WithDeadLetter<H, D>
+where
+    H: Handler<T>,
+    D: FnMut(&mut VecView<T>, BatchInfo, H::Error),
+{
+    type Error = H::Error;
+    async fn handle(&mut self, batch: &[T], info: BatchInfo) -> Result<(), H::Error> {
+        self.0.handle(batch, info).await
+    }
+    fn dead_letter(&mut self, items: &mut VecView<T>, info: BatchInfo, error: H::Error) {
+        (self.1)(items, info, error);
+    }
+}
