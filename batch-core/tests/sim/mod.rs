@@ -20,16 +20,13 @@
 //! in-flight table against its lanes, the buffer bound, and that `poll_timeout()` never asks for a
 //! wake-up at or before `now` (which would make a real driver spin).
 
-#![allow(
-    dead_code,
-    reason = "each test crate uses a different part of the simulator"
-)]
+#![allow(dead_code, reason = "each test crate uses a different part of the simulator")]
 
 use std::fmt::Debug;
 
 use batch_core::{
-    Batch, Batcher, Completion, Config, Duration, Flush, FlushToken, Instant, Metrics, Outcome,
-    PushError, Trigger,
+    Batch, Batcher, Completion, Config, Duration, Flush, FlushToken, Instant, Metrics, Outcome, PushError,
+    Trigger,
 };
 
 /// The scripted handler: `(seq, attempt, items) -> (outcome, how long the attempt takes)`.
@@ -48,7 +45,7 @@ pub(crate) struct Cut<T> {
 
 /// One attempt handed to the handler.
 #[derive(Clone, Debug, PartialEq)]
-pub(crate) struct Attempt<T> {
+pub(crate) struct AttemptStart<T> {
     /// When it started.
     pub at: Instant,
     pub seq: u64,
@@ -85,10 +82,7 @@ pub(crate) struct Scheduled {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum LaneState {
     /// An attempt is with the handler; `ends` is `None` in manual mode.
-    Running {
-        ends: Option<Instant>,
-        outcome: Outcome,
-    },
+    Running { ends: Option<Instant>, outcome: Outcome },
     /// Waiting to retry from `at` on (as far as the driver knows; `poll_retry` decides).
     Backoff { at: Instant },
 }
@@ -120,7 +114,7 @@ pub(crate) struct Sim<T, const N: usize, const F: usize = 1> {
     /// Items handed back by a deadline shutdown (`abandon` + `take_buffered`).
     pub returned: Vec<T>,
     pub cuts: Vec<Cut<T>>,
-    pub attempts: Vec<Attempt<T>>,
+    pub attempts: Vec<AttemptStart<T>>,
     pub delivered: Vec<Settled<T>>,
     pub dead_letters: Vec<Settled<T>>,
     pub retries: Vec<Scheduled>,
@@ -155,16 +149,9 @@ pub(crate) fn deliver_after<T>(d: Duration) -> impl FnMut(u64, u32, &[T]) -> (Ou
 }
 
 /// A handler whose attempts fail while `attempt <= failures` and then deliver, each taking `d`.
-pub(crate) fn fail_first<T>(
-    failures: u32,
-    d: Duration,
-) -> impl FnMut(u64, u32, &[T]) -> (Outcome, Duration) {
+pub(crate) fn fail_first<T>(failures: u32, d: Duration) -> impl FnMut(u64, u32, &[T]) -> (Outcome, Duration) {
     move |_, attempt, _| {
-        if attempt <= failures {
-            (Outcome::Failed, d)
-        } else {
-            (Outcome::Delivered, d)
-        }
+        if attempt <= failures { (Outcome::Failed, d) } else { (Outcome::Delivered, d) }
     }
 }
 
@@ -330,44 +317,37 @@ impl<T: Clone + Debug, const N: usize, const F: usize> Sim<T, N, F> {
             self.tick();
             let mut progressed = false;
             while let Some(i) = self.next_due_completion() {
-                let LaneState::Running { outcome, .. } = self.lanes[i].state else {
-                    unreachable!()
-                };
+                let LaneState::Running { outcome, .. } = self.lanes[i].state else { unreachable!() };
                 let _ = self.finish(i, outcome);
                 progressed = true;
             }
             for i in 0..self.lanes.len() {
-                let LaneState::Backoff { at } = self.lanes[i].state else {
+                if !matches!(self.lanes[i].state, LaneState::Backoff { .. }) {
                     continue;
-                };
+                }
                 let seq = self.lanes[i].seq;
                 let core_at = self.core.retry_at(seq);
-                match self.core.poll_retry(self.now, seq) {
-                    Some(attempt) => {
+                if let Some(attempt) = self.core.poll_retry(self.now, seq) {
+                    assert!(
+                        core_at.is_some_and(|a| a <= self.now),
+                        "retry of {seq} started before its deadline {core_at:?} at {}",
+                        self.now
+                    );
+                    assert_eq!(attempt, self.lanes[i].attempt + 1, "attempts count up");
+                    self.lanes[i].attempt = attempt;
+                    self.start(i);
+                    progressed = true;
+                } else {
+                    if !self.core.is_paused() {
                         assert!(
-                            core_at.is_some_and(|a| a <= self.now),
-                            "retry of {seq} started before its deadline {core_at:?} at {}",
+                            core_at.is_some_and(|a| a > self.now),
+                            "retry of {seq} not started though due at {core_at:?} (now {})",
                             self.now
                         );
-                        assert_eq!(attempt, self.lanes[i].attempt + 1, "attempts count up");
-                        self.lanes[i].attempt = attempt;
-                        self.start(i);
-                        progressed = true;
                     }
-                    None => {
-                        if !self.core.is_paused() {
-                            assert!(
-                                core_at.is_some_and(|a| a > self.now),
-                                "retry of {seq} not started though due at {core_at:?} (now {})",
-                                self.now
-                            );
-                        }
-                        // Keep the driver's idea of the deadline in step with the core's.
-                        if let Some(a) = core_at {
-                            self.lanes[i].state = LaneState::Backoff { at: a };
-                        } else {
-                            let _ = at;
-                        }
+                    // Keep the driver's idea of the deadline in step with the core's.
+                    if let Some(at) = core_at {
+                        self.lanes[i].state = LaneState::Backoff { at };
                     }
                 }
             }
@@ -379,11 +359,7 @@ impl<T: Clone + Debug, const N: usize, const F: usize> Sim<T, N, F> {
                 };
                 assert_eq!(flush.len, batch.len(), "Flush::len is the items moved");
                 assert!(!self.core.is_paused(), "no batch starts while paused");
-                self.cuts.push(Cut {
-                    at: self.now,
-                    flush,
-                    items: batch.to_vec(),
-                });
+                self.cuts.push(Cut { at: self.now, flush, items: batch.to_vec() });
                 self.lanes.push(Lane {
                     seq: flush.seq,
                     trigger: flush.trigger,
@@ -467,18 +443,12 @@ impl<T: Clone + Debug, const N: usize, const F: usize> Sim<T, N, F> {
 
     /// Every delivered item, in delivery order.
     pub(crate) fn delivered_items(&self) -> Vec<T> {
-        self.delivered
-            .iter()
-            .flat_map(|s| s.items.iter().cloned())
-            .collect()
+        self.delivered.iter().flat_map(|s| s.items.iter().cloned()).collect()
     }
 
     /// Every dead-lettered item, in dead-letter order.
     pub(crate) fn dead_items(&self) -> Vec<T> {
-        self.dead_letters
-            .iter()
-            .flat_map(|s| s.items.iter().cloned())
-            .collect()
+        self.dead_letters.iter().flat_map(|s| s.items.iter().cloned()).collect()
     }
 
     /// The sequence numbers of the batches in flight, in cut order.
@@ -488,28 +458,17 @@ impl<T: Clone + Debug, const N: usize, const F: usize> Sim<T, N, F> {
 
     /// The sequence numbers of the batches whose attempt is running, in cut order.
     pub(crate) fn running_seqs(&self) -> Vec<u64> {
-        self.lanes
-            .iter()
-            .filter(|l| matches!(l.state, LaneState::Running { .. }))
-            .map(|l| l.seq)
-            .collect()
+        self.lanes.iter().filter(|l| matches!(l.state, LaneState::Running { .. })).map(|l| l.seq).collect()
     }
 
     /// The items held for in-flight batches, in cut order.
     pub(crate) fn in_flight_items(&self) -> Vec<T> {
-        self.lanes
-            .iter()
-            .flat_map(|l| l.batch.iter().cloned())
-            .collect()
+        self.lanes.iter().flat_map(|l| l.batch.iter().cloned()).collect()
     }
 
     /// The attempts of batch `seq`, as `(start time, attempt)`.
     pub(crate) fn attempts_of(&self, seq: u64) -> Vec<(Instant, u32)> {
-        self.attempts
-            .iter()
-            .filter(|a| a.seq == seq)
-            .map(|a| (a.at, a.attempt))
-            .collect()
+        self.attempts.iter().filter(|a| a.seq == seq).map(|a| (a.at, a.attempt)).collect()
     }
 
     // ---------------------------------------------------------------------------------------
@@ -541,7 +500,7 @@ impl<T: Clone + Debug, const N: usize, const F: usize> Sim<T, N, F> {
     /// Starts the lane's current attempt: records it and asks the handler (if any).
     fn start(&mut self, i: usize) {
         let lane = &mut self.lanes[i];
-        self.attempts.push(Attempt {
+        self.attempts.push(AttemptStart {
             at: self.now,
             seq: lane.seq,
             attempt: lane.attempt,
@@ -551,21 +510,11 @@ impl<T: Clone + Debug, const N: usize, const F: usize> Sim<T, N, F> {
         lane.state = match self.handler.as_mut() {
             Some(h) => {
                 let (outcome, d) = h(lane.seq, lane.attempt, &lane.batch);
-                LaneState::Running {
-                    ends: Some(self.now + d),
-                    outcome,
-                }
+                LaneState::Running { ends: Some(self.now + d), outcome }
             }
-            None => LaneState::Running {
-                ends: None,
-                outcome: Outcome::Delivered,
-            },
+            None => LaneState::Running { ends: None, outcome: Outcome::Delivered },
         };
-        let running = self
-            .lanes
-            .iter()
-            .filter(|l| matches!(l.state, LaneState::Running { .. }))
-            .count();
+        let running = self.lanes.iter().filter(|l| matches!(l.state, LaneState::Running { .. })).count();
         self.peak_running = self.peak_running.max(running);
     }
 
@@ -581,51 +530,22 @@ impl<T: Clone + Debug, const N: usize, const F: usize> Sim<T, N, F> {
             Completion::Delivered { len } => {
                 assert_eq!(outcome, Outcome::Delivered);
                 let lane = self.lanes.remove(i);
-                assert_eq!(
-                    len,
-                    lane.batch.len(),
-                    "Delivered::len is the batch's length"
-                );
-                self.delivered.push(Settled {
-                    at: self.now,
-                    seq,
-                    attempts,
-                    items: lane.batch.to_vec(),
-                });
+                assert_eq!(len, lane.batch.len(), "Delivered::len is the batch's length");
+                self.delivered.push(Settled { at: self.now, seq, attempts, items: lane.batch.to_vec() });
                 self.slot_freed.push(self.now);
             }
             Completion::Retry { attempt, at } => {
                 assert_eq!(outcome, Outcome::Failed);
                 assert_eq!(attempt, attempts + 1, "Retry::attempt is the next attempt");
-                self.retries.push(Scheduled {
-                    failed_at: self.now,
-                    seq,
-                    failed_attempt: attempts,
-                    at,
-                });
+                self.retries.push(Scheduled { failed_at: self.now, seq, failed_attempt: attempts, at });
                 self.lanes[i].state = LaneState::Backoff { at };
             }
-            Completion::DeadLettered {
-                attempts: made,
-                len,
-            } => {
+            Completion::DeadLettered { attempts: made, len } => {
                 assert_eq!(outcome, Outcome::Failed);
-                assert_eq!(
-                    made, attempts,
-                    "DeadLettered::attempts counts every attempt"
-                );
+                assert_eq!(made, attempts, "DeadLettered::attempts counts every attempt");
                 let lane = self.lanes.remove(i);
-                assert_eq!(
-                    len,
-                    lane.batch.len(),
-                    "DeadLettered::len is the batch's length"
-                );
-                self.dead_letters.push(Settled {
-                    at: self.now,
-                    seq,
-                    attempts,
-                    items: lane.batch.to_vec(),
-                });
+                assert_eq!(len, lane.batch.len(), "DeadLettered::len is the batch's length");
+                self.dead_letters.push(Settled { at: self.now, seq, attempts, items: lane.batch.to_vec() });
                 self.slot_freed.push(self.now);
             }
         }
@@ -636,17 +556,9 @@ impl<T: Clone + Debug, const N: usize, const F: usize> Sim<T, N, F> {
     fn check(&self) {
         let m = self.core.metrics();
         assert!(m.is_consistent(), "metrics do not add up: {m:?}");
-        assert_eq!(
-            self.core.in_flight(),
-            self.lanes.len(),
-            "in-flight batches match the driver's lanes"
-        );
+        assert_eq!(self.core.in_flight(), self.lanes.len(), "in-flight batches match the driver's lanes");
         let held: usize = self.lanes.iter().map(|l| l.batch.len()).sum();
-        assert_eq!(
-            self.core.in_flight_items(),
-            held,
-            "in-flight items match the lanes"
-        );
+        assert_eq!(self.core.in_flight_items(), held, "in-flight items match the lanes");
         assert_eq!(m.in_flight, held as u64);
         assert!(self.core.len() <= N, "buffer within capacity");
         assert!(
