@@ -175,6 +175,9 @@ pub struct BatchCore<T, Q, S> {
     config: Config,
     /// The effective batch size (`max_batch`, or the capacity).
     max_batch: usize,
+    /// Pushes with `1 <= len <= fast_span` buffered items take the fast path: `max_batch - 2`
+    /// while open and unweighted, 0 otherwise.
+    fast_span: usize,
     weigher: Option<fn(&T) -> u32>,
     /// Total weight of buffered items (only kept with a weigher).
     buffered_weight: u64,
@@ -335,6 +338,7 @@ impl<T, Q: Queue<T>, S: Slots> BatchCore<T, Q, S> {
             queue,
             slots,
             max_batch: config.max_batch_for(capacity),
+            fast_span: if weigher.is_some() { 0 } else { config.max_batch_for(capacity).saturating_sub(2) },
             config,
             weigher,
             buffered_weight: 0,
@@ -410,6 +414,23 @@ impl<T, Q: Queue<T>, S: Slots> BatchCore<T, Q, S> {
     /// ```
     #[inline]
     pub fn push_with(&mut self, now: impl FnOnce() -> Instant, item: T) -> Result<Option<T>, PushError<T>> {
+        // Fast path: open, unweighted, and in the middle of a batch (neither the first item nor
+        // one that completes a batch): nothing changes but the buffer and one counter.
+        if self.queue.len().wrapping_sub(1) < self.fast_span {
+            match self.queue.push_back(item) {
+                Ok(()) => {
+                    self.counters.accepted += 1;
+                    return Ok(None);
+                }
+                Err(item) => return self.push_slow(now, item),
+            }
+        }
+        self.push_slow(now, item)
+    }
+
+    /// Every push that may change more than the buffer and the count.
+    #[inline(never)]
+    fn push_slow(&mut self, now: impl FnOnce() -> Instant, item: T) -> Result<Option<T>, PushError<T>> {
         if self.closed {
             self.counters.rejected += 1;
             return Err(PushError::Closed(item));
@@ -533,6 +554,7 @@ impl<T, Q: Queue<T>, S: Slots> BatchCore<T, Q, S> {
     /// without waiting for linger. Batches in flight finish, retries included. Idempotent.
     pub fn close(&mut self) {
         self.closed = true;
+        self.fast_span = 0;
         self.wake = true;
     }
 
