@@ -899,19 +899,26 @@ impl<T, Q: Queue<T>, S: Slots> BatchCore<T, Q, S> {
 
     fn retry_delay(&mut self, failed_attempt: u32) -> Duration {
         let delay = self.config.backoff(failed_attempt).as_micros();
-        let permille = u64::from(self.config.get_jitter_permille());
+        let permille = u32::from(self.config.get_jitter_permille());
         if permille == 0 {
             return Duration::from_micros(delay);
         }
-        let span = if delay <= u64::MAX / 1000 { delay * permille / 1000 } else { delay / 1000 * permille };
+        // span = delay * permille / 1000 and cut = span * r / 2^32, with multiplies only (no
+        // 64-bit division, which costs ~1 KiB of code on 32-bit MCUs). 4_294_967 = 2^32 / 1000,
+        // rounded down, so the span never exceeds the configured share.
+        let span = mul_hi(delay, permille * 4_294_967);
         // xorshift32: small, deterministic for a given seed.
         let mut x = self.rng;
         x ^= x << 13;
         x ^= x >> 17;
         x ^= x << 5;
         self.rng = x;
-        let r = u64::from(x);
-        let cut = (span >> 32) * r + (((span & 0xFFFF_FFFF) * r) >> 32);
-        Duration::from_micros(delay - cut)
+        Duration::from_micros(delay - mul_hi(span, x))
     }
+}
+
+/// `(a * b) >> 32` without overflow or 128-bit arithmetic.
+const fn mul_hi(a: u64, b: u32) -> u64 {
+    let b = b as u64;
+    (a >> 32) * b + (((a & 0xFFFF_FFFF) * b) >> 32)
 }
