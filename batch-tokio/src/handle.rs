@@ -154,7 +154,7 @@ impl<T> Batcher<T> {
         let mut refused = Vec::new();
         let mut evicted = Vec::new();
         loop {
-            let (wake, waiting) = {
+            let (wake, settled, waiting) = {
                 let mut st = self.shared.lock();
                 while let Some(item) = held.take().or_else(|| items.next()) {
                     if st.core.must_wait() {
@@ -168,16 +168,21 @@ impl<T> Batcher<T> {
                     }
                 }
                 let wake = st.core.poll_wake();
+                // An eviction is a final outcome: a flush may be waiting for those items.
+                let settled = !evicted.is_empty() && st.flush_waiters > 0;
                 let waiting = held
                     .is_some()
                     .then(|| (Waiting::new(&self.shared, &mut st), self.shared.space.notified()));
-                (wake, waiting)
+                (wake, settled, waiting)
             };
             if wake {
                 self.shared.work.notify_waiters();
             }
             for old in evicted.drain(..) {
                 self.shared.evicted(old);
+            }
+            if settled {
+                self.shared.settled.notify_waiters();
             }
             let Some((guard, room)) = waiting else {
                 return if refused.is_empty() { Ok(()) } else { Err(Rejected { items: refused }) };
@@ -310,6 +315,8 @@ impl<T> Batcher<T> {
         result: Result<Option<T>, PushError<T>>,
     ) -> Result<(), PushError<T>> {
         let wake = st.core.poll_wake();
+        // An eviction is a final outcome: a flush may be waiting for that item.
+        let settled = matches!(result, Ok(Some(_))) && st.flush_waiters > 0;
         drop(st);
         if wake {
             self.shared.work.notify_waiters();
@@ -318,6 +325,9 @@ impl<T> Batcher<T> {
             Ok(None) => Ok(()),
             Ok(Some(old)) => {
                 self.shared.evicted(old);
+                if settled {
+                    self.shared.settled.notify_waiters();
+                }
                 Ok(())
             }
             Err(e) => Err(e),

@@ -42,6 +42,9 @@ pub(crate) struct State<T> {
     pub(crate) waiting_producers: usize,
     pub(crate) flush_waiters: usize,
     pub(crate) aborted: bool,
+    /// Batches given back by lanes cut short by a shutdown deadline, with their seq: lanes
+    /// give back in lane order, and the remainder lists them in seq order.
+    pub(crate) given_back: Vec<(u64, Vec<T>)>,
     pub(crate) remainder: Vec<T>,
 }
 
@@ -57,6 +60,7 @@ impl<T> Shared<T> {
                 waiting_producers: 0,
                 flush_waiters: 0,
                 aborted: false,
+                given_back: Vec::new(),
                 remainder: Vec::new(),
             }),
             work: Notify::new(),

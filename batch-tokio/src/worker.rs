@@ -55,12 +55,20 @@ impl Worker {
                 Box::pin(lane) as Pin<Box<dyn Future<Output = ()> + Send>>
             })
             .collect();
+        // Made here, not in the future: a worker dropped before its first poll (its runtime shut
+        // down, or it was never spawned) must still mark the batcher finished.
+        let finish = FinishGuard(Arc::clone(&shared));
         let fut = async move {
-            let _finish = FinishGuard(Arc::clone(&shared));
+            let _finish = finish;
             JoinAll { lanes: lanes.into_iter().map(Some).collect() }.await;
             let mut st = shared.lock();
             if st.aborted {
                 let st = &mut *st;
+                // Oldest batches first, then the buffer.
+                st.given_back.sort_by_key(|(seq, _)| *seq);
+                for (_, mut items) in std::mem::take(&mut st.given_back) {
+                    st.remainder.append(&mut items);
+                }
                 let mut rest = Vec::with_capacity(st.core.len());
                 st.core.take_buffered(&mut rest);
                 st.remainder.append(&mut rest);
@@ -70,11 +78,14 @@ impl Worker {
     }
 }
 
-/// Marks the worker finished however it ends (drained, or dropped with its runtime).
+/// Marks the worker finished however it ends (drained, or dropped with its runtime, even
+/// unpolled), and closes the core so that later adds hand their item back instead of buffering
+/// items nobody will deliver.
 struct FinishGuard<T>(Arc<Shared<T>>);
 
 impl<T> Drop for FinishGuard<T> {
     fn drop(&mut self) {
+        self.0.lock().core.close();
         self.0.finished.store(true, Ordering::Release);
         self.0.done.notify_waiters();
         self.0.settled.notify_waiters();
@@ -271,7 +282,7 @@ fn give_back<T>(shared: &Shared<T>, seq: u64, buf: &mut Arc<Vec<T>>) {
     let mut st = shared.lock();
     let _ = st.core.abandon(seq);
     if let Some(items) = Arc::get_mut(buf) {
-        st.remainder.append(items);
+        st.given_back.push((seq, std::mem::take(items)));
     } else {
         tracing::error!(
             seq,

@@ -25,7 +25,7 @@ fn main() -> ExitCode {
         Some("qemu") => qemu::qemu(args.iter().any(|a| a == "--broken")),
         Some("boards") => boards::boards(),
         Some("help" | "--help" | "-h") | None => {
-            println!("{}", HELP);
+            println!("{HELP}");
             Ok(())
         }
         Some(other) => Err(format!("unknown command `{other}`\n\n{HELP}")),
