@@ -20,6 +20,18 @@
 use crate::time::Instant;
 
 /// A bounded FIFO of buffered items. Its capacity never changes.
+///
+/// ```
+/// use batch_core::storage::Queue;
+/// fn drain_len<T>(q: &mut impl Queue<T>) -> usize {
+///     let mut n = 0;
+///     while q.pop_front().is_some() { n += 1; }
+///     n
+/// }
+/// let mut q: heapless::Deque<u8, 4> = heapless::Deque::new();
+/// Queue::push_back(&mut q, 1).unwrap();
+/// assert_eq!(drain_len(&mut q), 1);
+/// ```
 pub trait Queue<T> {
     /// How many items it can hold.
     fn capacity(&self) -> usize;
@@ -67,6 +79,14 @@ impl<T, const N: usize> Queue<T> for heapless::Deque<T, N> {
 }
 
 /// The destination a batch is cut into, owned by the driver so it can be held across `.await`.
+///
+/// ```
+/// use batch_core::storage::BatchBuf;
+/// let mut out: heapless::Vec<u8, 2> = heapless::Vec::new();
+/// assert_eq!(out.spare(), 2);
+/// BatchBuf::push(&mut out, 7).unwrap();
+/// assert_eq!(out.spare(), 1);
+/// ```
 pub trait BatchBuf<T> {
     /// How many more items fit.
     fn spare(&self) -> usize;
@@ -97,6 +117,15 @@ pub(crate) enum Phase {
 
 /// The core's record of one batch between its cut and its final outcome. Opaque: it is public
 /// only so storage for it can be named (`heapless::Vec<InFlight, F>`).
+///
+/// ```
+/// use batch_core::{BatchCore, Config, storage::InFlight};
+/// // Room for 3 batches in flight at once.
+/// let slots: heapless::Vec<InFlight, 3> = heapless::Vec::new();
+/// let core = BatchCore::<u8, _, _>::with_storage(
+///     Config::new().max_in_flight(3), heapless::Deque::<u8, 8>::new(), slots, None).unwrap();
+/// assert_eq!(core.in_flight(), 0);
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct InFlight {
@@ -108,6 +137,12 @@ pub struct InFlight {
 }
 
 /// A bounded table of in-flight batch records.
+///
+/// ```
+/// use batch_core::storage::{InFlight, Slots};
+/// let table: heapless::Vec<InFlight, 2> = heapless::Vec::new();
+/// assert_eq!((Slots::capacity(&table), table.as_slice().len()), (2, 0));
+/// ```
 pub trait Slots {
     /// How many records it can hold.
     fn capacity(&self) -> usize;

@@ -65,6 +65,24 @@ impl<T> Drop for Batcher<T> {
 }
 
 /// What [`Batcher::shutdown_timeout`] reports.
+///
+/// ```
+/// use batch_tokio::{Batcher, handler};
+/// use std::time::Duration;
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+/// # async fn main() {
+/// let b = Batcher::builder()
+///     .spawn(handler::from_fn(|_b: handler::Batch<u8>| async {
+///         std::future::pending::<()>().await; // an uplink that never answers
+///         Ok::<_, std::io::Error>(())
+///     }))
+///     .unwrap();
+/// b.add(1).await.unwrap();
+/// let report = b.shutdown_timeout(Duration::from_secs(2)).await;
+/// assert!(report.timed_out);
+/// assert_eq!(report.remainder, vec![1]); // handed back, not lost
+/// # }
+/// ```
 #[derive(Debug)]
 #[non_exhaustive]
 pub struct ShutdownReport<T> {
@@ -78,6 +96,17 @@ pub struct ShutdownReport<T> {
 }
 
 /// Items [`Batcher::add_many`] could not take, each with the reason and the item.
+///
+/// ```
+/// use batch_tokio::{Batcher, PushError, handler};
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let b = Batcher::builder().spawn(handler::from_sync(|_: &[u8]| Ok::<_, std::io::Error>(()))).unwrap();
+/// b.close();
+/// let rejected = b.add_many([1, 2]).await.unwrap_err();
+/// assert_eq!(rejected.items, vec![PushError::Closed(1), PushError::Closed(2)]);
+/// # }
+/// ```
 #[derive(Debug)]
 pub struct Rejected<T> {
     /// The refused items, in input order.

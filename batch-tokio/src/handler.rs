@@ -32,6 +32,16 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
 /// A batch handed to the handler: its items (oldest first) and where it stands.
 ///
+/// ```
+/// use batch_tokio::{Trigger, handler::{self, Batch}};
+/// let h = handler::from_fn(|b: Batch<u32>| async move {
+///     let total: u32 = b.iter().sum(); // derefs to `[u32]`
+///     println!("seq {} attempt {} via {:?}: {total}", b.seq(), b.attempt(), b.trigger());
+///     Ok::<_, std::io::Error>(())
+/// });
+/// # let _ = (h, Trigger::Size);
+/// ```
+///
 /// It is a cheap handle: cloning it does not copy the items. Do not keep it after the handler's
 /// future ends: the worker reuses the buffer, and a dead-lettered batch can only hand its items
 /// over by value when nothing else holds them.
@@ -76,6 +86,12 @@ impl<T> Deref for Batch<T> {
 }
 
 /// Why an attempt failed.
+///
+/// ```
+/// use batch_tokio::handler::BatchError;
+/// let e = BatchError::Panicked("index out of bounds".into());
+/// assert_eq!(e.to_string(), "handler panicked: index out of bounds");
+/// ```
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum BatchError {
@@ -107,6 +123,24 @@ impl std::error::Error for BatchError {
 }
 
 /// A batch that failed every attempt, handed to the error callback with ownership of its items.
+///
+/// ```
+/// use batch_tokio::{Batcher, handler};
+/// use std::sync::{Arc, Mutex};
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+/// # async fn main() {
+/// let kept = Arc::new(Mutex::new(Vec::new()));
+/// let k = Arc::clone(&kept);
+/// let b = Batcher::builder()
+///     .max_attempts(2)
+///     .on_error(move |_error, letter| k.lock().unwrap().extend(letter.into_items().unwrap()))
+///     .spawn(handler::from_sync(|_: &[u8]| Err("uplink down")))
+///     .unwrap();
+/// b.add_many([1, 2]).await.unwrap();
+/// b.flush().await;
+/// assert_eq!(*kept.lock().unwrap(), vec![1, 2]);
+/// # }
+/// ```
 #[derive(Debug)]
 pub struct DeadLetter<T> {
     pub(crate) batch: Batch<T>,

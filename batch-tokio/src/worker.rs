@@ -17,6 +17,20 @@ use crate::shared::{Shared, far_future};
 /// The future that drives a batcher: spawn it on a tokio runtime (or use
 /// [`Builder::spawn`](crate::Builder::spawn), which does). It ends once the batcher is closed
 /// (shutdown, or the last handle dropped) and drained.
+///
+/// ```
+/// use batch_tokio::{Batcher, handler};
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let (batcher, worker) = Batcher::builder()
+///     .build(handler::from_sync(|_: &[u32]| Ok::<_, std::io::Error>(())))
+///     .unwrap();
+/// let worker = tokio::spawn(worker); // or drive it inside your own task
+/// batcher.add(1).await.unwrap();
+/// drop(batcher); // the last handle: drain, then the worker ends
+/// worker.await.unwrap();
+/// # }
+/// ```
 #[must_use = "a batcher does nothing unless its worker runs"]
 pub struct Worker {
     fut: Pin<Box<dyn Future<Output = ()> + Send>>,
