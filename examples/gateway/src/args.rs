@@ -1,0 +1,199 @@
+//! Command-line options, parsed with the standard library only.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// The help text printed by `--help`.
+pub(crate) const HELP: &str = "\
+gateway: an IoT gateway built on batch-tokio.
+
+Simulated sensors produce temperature readings; a batcher collects them and delivers them in
+batches, either into a SQLite database (default) or by HTTP POST to a local collector (--http).
+At the end it prints a summary, compares against unbatched delivery and checks its own
+accounting (exit code 1 when a check fails).
+
+USAGE:
+    gateway [OPTIONS]
+
+OPTIONS:
+    --sensors N          simulated sensors                                   [default: 8]
+    --rate HZ            readings per second per sensor; 0 = as fast as the
+                         sink takes them (backpressure)                      [default: 2000]
+    --seconds S          how long the sensors run (fractions allowed)        [default: 5]
+    --http               deliver by HTTP POST to a local collector instead of SQLite
+    --db PATH            SQLite file, recreated each run                     [default: gateway.db]
+    --fail-rate P        share of delivery attempts that fail on purpose: HTTP 503s, or
+                         SQLite transactions rolled back half-way  [default: 0.1 with --http, else 0]
+    --outage-ms MS       with --http: the collector answers 503 to everything for MS ms
+                         half-way through the run, so some batches exhaust their
+                         retries and are dead-lettered (0 = no outage)       [default: 300]
+    --dead-letters PATH  also append dead-lettered readings to PATH as JSON lines
+    --seed N             seed for injected failures and retry jitter         [default: 42]
+    -h, --help           print this help
+
+Ctrl-C stops the sensors early and drains what was accepted; a second Ctrl-C abandons the drain.
+Log verbosity: RUST_LOG (e.g. RUST_LOG=batch_tokio=warn to see every failed attempt).
+
+EXAMPLES:
+    cargo run --release -p gateway --bin gateway
+    cargo run --release -p gateway --bin gateway -- --http
+    cargo run --release -p gateway --bin gateway -- --seconds 1 --rate 500
+";
+
+/// Where batches go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Mode {
+    /// One SQLite transaction per batch.
+    Sqlite,
+    /// One HTTP POST per batch to the local collector.
+    Http,
+}
+
+/// The parsed options.
+#[derive(Debug, Clone)]
+pub(crate) struct Options {
+    /// How many sensor tasks run.
+    pub(crate) sensors: u32,
+    /// Readings per second per sensor; 0 means unthrottled.
+    pub(crate) rate: u32,
+    /// How long the sensors run.
+    pub(crate) duration: Duration,
+    /// Where batches go.
+    pub(crate) mode: Mode,
+    /// The SQLite database file (SQLite mode).
+    pub(crate) db: PathBuf,
+    /// Share of delivery attempts failed on purpose.
+    pub(crate) fail_rate: f64,
+    /// HTTP mode: how long the collector's outage lasts.
+    pub(crate) outage: Duration,
+    /// Optional JSON-lines file for dead letters.
+    pub(crate) dead_letters: Option<PathBuf>,
+    /// Seed for the injected failures and the retry jitter.
+    pub(crate) seed: u64,
+}
+
+impl Options {
+    /// Readings each sensor produces if it runs to the end (`None` when unthrottled).
+    pub(crate) fn readings_per_sensor(&self) -> Option<u64> {
+        if self.rate == 0 {
+            return None;
+        }
+        #[allow(
+            clippy::cast_sign_loss,
+            clippy::cast_precision_loss,
+            reason = "rate and seconds are positive and far below 2^52"
+        )]
+        let n = (f64::from(self.rate) * self.duration.as_secs_f64()).round() as u64;
+        Some(n)
+    }
+}
+
+/// What parsing decided.
+#[derive(Debug)]
+pub(crate) enum Parsed {
+    /// Run with these options.
+    Run(Options),
+    /// `--help` was given.
+    Help,
+}
+
+/// Parses the arguments (without the program name).
+pub(crate) fn parse(args: impl IntoIterator<Item = String>) -> Result<Parsed, String> {
+    let mut sensors = 8u32;
+    let mut rate = 2000u32;
+    let mut seconds = 5.0f64;
+    let mut mode = Mode::Sqlite;
+    let mut db = PathBuf::from("gateway.db");
+    let mut fail_rate: Option<f64> = None;
+    let mut outage_ms = 300u64;
+    let mut dead_letters = None;
+    let mut seed = 42u64;
+
+    let mut args = args.into_iter();
+    while let Some(arg) = args.next() {
+        // Accept both `--flag value` and `--flag=value`.
+        let (flag, inline) = match arg.split_once('=') {
+            Some((f, v)) if f.starts_with("--") => (f.to_owned(), Some(v.to_owned())),
+            _ => (arg.clone(), None),
+        };
+        let mut value = |name: &str| -> Result<String, String> {
+            inline.clone().or_else(|| args.next()).ok_or_else(|| format!("{name} needs a value (see --help)"))
+        };
+        match flag.as_str() {
+            "-h" | "--help" => return Ok(Parsed::Help),
+            "--http" => mode = Mode::Http,
+            "--sensors" => sensors = number(&flag, &value(&flag)?)?,
+            "--rate" => rate = number(&flag, &value(&flag)?)?,
+            "--seconds" => seconds = number(&flag, &value(&flag)?)?,
+            "--db" => db = PathBuf::from(value(&flag)?),
+            "--fail-rate" => fail_rate = Some(number(&flag, &value(&flag)?)?),
+            "--outage-ms" => outage_ms = number(&flag, &value(&flag)?)?,
+            "--dead-letters" => dead_letters = Some(PathBuf::from(value(&flag)?)),
+            "--seed" => seed = number(&flag, &value(&flag)?)?,
+            other => return Err(format!("unknown argument {other:?} (see --help)")),
+        }
+    }
+
+    if !(1..=10_000).contains(&sensors) {
+        return Err(format!("--sensors must be 1..=10000, got {sensors}"));
+    }
+    if !(seconds.is_finite() && seconds > 0.0 && seconds <= 3600.0) {
+        return Err(format!("--seconds must be in (0, 3600], got {seconds}"));
+    }
+    let fail_rate = fail_rate.unwrap_or(if mode == Mode::Http { 0.1 } else { 0.0 });
+    if !(0.0..=1.0).contains(&fail_rate) {
+        return Err(format!("--fail-rate must be in [0, 1], got {fail_rate}"));
+    }
+    Ok(Parsed::Run(Options {
+        sensors,
+        rate,
+        duration: Duration::from_secs_f64(seconds),
+        mode,
+        db,
+        fail_rate,
+        outage: Duration::from_millis(outage_ms),
+        dead_letters,
+        seed,
+    }))
+}
+
+fn number<N: std::str::FromStr>(flag: &str, text: &str) -> Result<N, String> {
+    text.parse().map_err(|_| format!("{flag}: {text:?} is not a valid number"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(args: &[&str]) -> Options {
+        match parse(args.iter().map(|s| (*s).to_owned())).unwrap() {
+            Parsed::Run(o) => o,
+            Parsed::Help => panic!("unexpected help"),
+        }
+    }
+
+    #[test]
+    fn defaults() {
+        let o = run(&[]);
+        assert_eq!((o.sensors, o.rate, o.mode), (8, 2000, Mode::Sqlite));
+        assert_eq!(o.readings_per_sensor(), Some(10_000));
+        assert!(o.fail_rate.abs() < f64::EPSILON);
+    }
+
+    #[test]
+    fn http_defaults_to_failures_and_flags_parse() {
+        let o = run(&["--http", "--seconds=1", "--rate", "500", "--sensors", "2"]);
+        assert_eq!(o.mode, Mode::Http);
+        assert!((o.fail_rate - 0.1).abs() < f64::EPSILON);
+        assert_eq!(o.readings_per_sensor(), Some(500));
+        assert_eq!(o.sensors, 2);
+    }
+
+    #[test]
+    fn errors_and_help() {
+        assert!(parse(["--bogus".to_owned()]).is_err());
+        assert!(parse(["--rate".to_owned()]).is_err());
+        assert!(parse(["--fail-rate".to_owned(), "2".to_owned()]).is_err());
+        assert!(matches!(parse(["-h".to_owned()]), Ok(Parsed::Help)));
+    }
+}

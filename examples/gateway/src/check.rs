@@ -1,0 +1,157 @@
+//! The demo checks its own accounting: every reading a sensor produced must have exactly one
+//! fate (delivered, dead-lettered, refused or handed back), the batcher's counters must add up,
+//! and the sink must hold exactly the delivered readings, once each.
+
+use batch_tokio::Metrics;
+
+use crate::report::thousands;
+use crate::sensors::SensorReport;
+
+/// What a sink holds after the run.
+#[derive(Debug)]
+pub(crate) struct SinkContents {
+    /// What `count` counts, for the report.
+    pub(crate) what: &'static str,
+    /// Readings held (rows in SQLite; unique readings at the collector).
+    pub(crate) count: u64,
+    /// Keys held more than once (SQLite: duplicate rows; collector: readings received again).
+    pub(crate) duplicates: u64,
+    /// SQLite only: rows whose sequence number is not above the previous row of that sensor.
+    pub(crate) order_violations: Option<u64>,
+    /// Every `(sensor, seq)` held.
+    pub(crate) keys: Vec<(u32, u64)>,
+}
+
+/// One verified statement.
+#[derive(Debug)]
+pub(crate) struct Check {
+    /// Whether it holds.
+    pub(crate) ok: bool,
+    /// What was checked, with the numbers.
+    pub(crate) text: String,
+}
+
+fn check(ok: bool, text: String) -> Check {
+    Check { ok, text }
+}
+
+/// Everything the checks look at.
+#[derive(Debug)]
+pub(crate) struct Evidence<'a> {
+    /// What each sensor produced and had refused.
+    pub(crate) sensors: &'a [SensorReport],
+    /// The batcher's final counters.
+    pub(crate) metrics: &'a Metrics,
+    /// Keys of dead-lettered readings (from `on_error`).
+    pub(crate) dead: &'a [(u32, u64)],
+    /// Dead-lettered readings and batches as counted by `on_error`.
+    pub(crate) dead_counted: (u64, u64),
+    /// Keys of readings handed back by a shutdown that hit its deadline.
+    pub(crate) returned: &'a [(u32, u64)],
+    /// Readings whose delivery latency the sink recorded.
+    pub(crate) latencies: u64,
+    /// What the sink holds.
+    pub(crate) sink: &'a SinkContents,
+}
+
+/// Runs every check.
+pub(crate) fn run(e: &Evidence<'_>) -> Vec<Check> {
+    let m = e.metrics;
+    let produced: u64 = e.sensors.iter().map(|s| s.produced).sum();
+    let refused: u64 = e.sensors.iter().map(|s| s.refused.len() as u64).sum();
+    let mut checks = vec![
+        check(
+            m.is_consistent(),
+            format!(
+                "metrics().is_consistent(): accepted {} = delivered + dead + evicted + returned + buffered + in flight",
+                thousands(m.accepted),
+            ),
+        ),
+        check(
+            produced == m.delivered + m.dead_lettered + m.rejected + m.returned + m.evicted,
+            format!(
+                "produced {} = delivered {} + dead-lettered {} + rejected {} + returned {} + evicted {}",
+                thousands(produced),
+                thousands(m.delivered),
+                thousands(m.dead_lettered),
+                thousands(m.rejected),
+                thousands(m.returned),
+                thousands(m.evicted)
+            ),
+        ),
+        check(
+            refused == m.rejected,
+            format!(
+                "refusals seen by the sensors ({}) = metrics.rejected ({})",
+                thousands(refused),
+                thousands(m.rejected)
+            ),
+        ),
+        check(
+            e.dead_counted == (m.dead_lettered, m.batches_dead_lettered),
+            format!(
+                "on_error saw {} readings in {} batches = metrics ({} in {})",
+                thousands(e.dead_counted.0),
+                thousands(e.dead_counted.1),
+                thousands(m.dead_lettered),
+                thousands(m.batches_dead_lettered)
+            ),
+        ),
+        check(
+            e.latencies == m.delivered,
+            format!(
+                "latency recorded for every delivered reading ({} = {})",
+                thousands(e.latencies),
+                thousands(m.delivered)
+            ),
+        ),
+        check(
+            e.sink.count == m.delivered,
+            format!("{}: {} = delivered {}", e.sink.what, thousands(e.sink.count), thousands(m.delivered)),
+        ),
+        check(
+            e.sink.duplicates == 0,
+            format!("no duplicate (sensor, seq) in the sink ({} found)", e.sink.duplicates),
+        ),
+    ];
+    if let Some(violations) = e.sink.order_violations {
+        checks.push(check(
+            violations == 0,
+            format!("each sensor's seq increases in insertion (rowid) order ({violations} out of order)"),
+        ));
+    }
+    checks.push(fates(e));
+    checks
+}
+
+/// Every produced `(sensor, seq)` is in exactly one place: the sink, the dead letters, the
+/// refusals or the shutdown's remainder; and nothing is anywhere that was not produced.
+fn fates(e: &Evidence<'_>) -> Check {
+    let mut seen: Vec<Vec<u8>> =
+        e.sensors.iter().map(|s| vec![0u8; usize::try_from(s.produced).unwrap_or(usize::MAX)]).collect();
+    let mut unknown = 0u64;
+    let mut mark = |sensor: u32, seq: u64| {
+        let slot = seen.get_mut(sensor as usize).and_then(|v| v.get_mut(usize::try_from(seq).ok()?));
+        match slot {
+            Some(n) => *n = n.saturating_add(1),
+            None => unknown += 1,
+        }
+    };
+    for &(sensor, seq) in e.sink.keys.iter().chain(e.dead).chain(e.returned) {
+        mark(sensor, seq);
+    }
+    for s in e.sensors {
+        for &seq in &s.refused {
+            mark(s.sensor, seq);
+        }
+    }
+    let missing: u64 = seen.iter().flatten().filter(|&&n| n == 0).count() as u64;
+    let twice: u64 = seen.iter().flatten().filter(|&&n| n > 1).count() as u64;
+    check(
+        missing == 0 && twice == 0 && unknown == 0,
+        format!(
+            "each produced reading has exactly one fate (sink/dead/refused/returned): \
+             {missing} missing, {twice} twice, {unknown} unknown"
+        ),
+    )
+}

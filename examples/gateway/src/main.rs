@@ -1,0 +1,454 @@
+//! `gateway`: the first demo of `batch-tokio`, an IoT gateway service.
+//!
+//! Simulated sensors produce temperature readings; a [`batch_tokio::Batcher`] collects them and
+//! delivers them in batches, with retries, backpressure and a graceful drain:
+//!
+//! - default mode: into a SQLite database, one transaction per batch ([`sink_sqlite`]);
+//! - `--http`: by JSON POST to a local axum collector that fails a share of requests with 503
+//!   ([`sink_http`], [`collector`]).
+//!
+//! At the end it prints a summary (counts, throughput, latency percentiles, batches by trigger),
+//! compares against unbatched delivery, and verifies its own accounting ([`check`]); the exit
+//! code is 1 when a check fails.
+//!
+//! ```text
+//! cargo run --release -p gateway --bin gateway
+//! cargo run --release -p gateway --bin gateway -- --http
+//! cargo run --release -p gateway --bin gateway -- --help
+//! ```
+
+mod args;
+mod check;
+mod collector;
+mod dead_letters;
+mod progress;
+mod report;
+mod rng;
+mod sensors;
+mod sink_http;
+mod sink_sqlite;
+mod stats;
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use batch_tokio::handler::{BoxError, Handler};
+use batch_tokio::{Batcher, Builder};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::args::{Mode, Options, Parsed};
+use crate::collector::Collector;
+use crate::dead_letters::DeadLetters;
+use crate::progress::Progress;
+use crate::report::{Baseline, Summary, dur, thousands};
+use crate::rng::Faults;
+use crate::sensors::{Reading, SensorReport};
+use crate::stats::DeliveryStats;
+
+/// The unbatched comparison writes at most this many items...
+const BASELINE_CAP: u64 = 20_000;
+/// ...and runs at most this long; the rest is extrapolated.
+pub(crate) const BASELINE_BUDGET: Duration = Duration::from_secs(3);
+/// How long the drain may take before undelivered readings are handed back.
+const DRAIN_DEADLINE: Duration = Duration::from_secs(30);
+/// After Ctrl-C, how long sensors get to notice before the batcher is closed under them.
+const STOP_GRACE: Duration = Duration::from_secs(1);
+
+/// The batcher's settings for one mode.
+#[derive(Debug, Clone, Copy)]
+struct Settings {
+    capacity: usize,
+    max_batch: usize,
+    linger: Duration,
+    max_in_flight: usize,
+    max_attempts: u32,
+    retry_base: Duration,
+    retry_max: Duration,
+    jitter_permille: u16,
+    attempt_timeout: Option<Duration>,
+}
+
+/// SQLite: one writer, so one batch at a time (which also keeps rows in arrival order). No
+/// attempt timeout: a timed-out `spawn_blocking` insert would keep running and could commit
+/// after its retry, duplicating rows.
+const SQLITE: Settings = Settings {
+    capacity: 20_000,
+    max_batch: 500,
+    linger: Duration::from_millis(50),
+    max_in_flight: 1,
+    max_attempts: 3,
+    retry_base: Duration::from_millis(20),
+    retry_max: Duration::from_millis(200),
+    jitter_permille: 200,
+    attempt_timeout: None,
+};
+
+/// HTTP: smaller batches, four requests in flight, few attempts so the collector's outage
+/// produces dead letters, and a timeout per request.
+const HTTP: Settings = Settings {
+    capacity: 20_000,
+    max_batch: 250,
+    linger: Duration::from_millis(20),
+    max_in_flight: 4,
+    max_attempts: 3,
+    retry_base: Duration::from_millis(25),
+    retry_max: Duration::from_millis(250),
+    jitter_permille: 200,
+    attempt_timeout: Some(Duration::from_secs(2)),
+};
+
+impl Settings {
+    /// A builder with these settings, sending dead letters to `dead`.
+    fn builder(&self, seed: u64, dead: &Arc<DeadLetters>) -> Builder<Reading> {
+        let dead = Arc::clone(dead);
+        let mut b = Batcher::builder()
+            .capacity(self.capacity)
+            .max_batch(self.max_batch)
+            .linger(self.linger)
+            .max_in_flight(self.max_in_flight)
+            .max_attempts(self.max_attempts)
+            .retry_delays(self.retry_base, self.retry_max)
+            .jitter(self.jitter_permille, seed as u32)
+            .on_error(move |error, letter| dead.record(&error, letter));
+        if let Some(t) = self.attempt_timeout {
+            b = b.attempt_timeout(t);
+        }
+        b
+    }
+
+    /// The settings in words, for the summary.
+    fn describe(&self) -> String {
+        format!(
+            "capacity {}, max_batch {}, linger {}, {} in flight,\n{} attempts (retry after {}, doubling to {}, jitter {}%){}",
+            thousands(self.capacity as u64),
+            self.max_batch,
+            dur(self.linger),
+            self.max_in_flight,
+            self.max_attempts,
+            dur(self.retry_base),
+            dur(self.retry_max),
+            self.jitter_permille / 10,
+            self.attempt_timeout.map(|t| format!(", attempt timeout {}", dur(t))).unwrap_or_default()
+        )
+    }
+
+    /// Builds the batcher and spawns its worker.
+    fn spawn<H: Handler<Reading>>(
+        &self,
+        opts: &Options,
+        dead: &Arc<DeadLetters>,
+        sink: H,
+    ) -> Result<Batcher<Reading>, BoxError> {
+        Ok(self.builder(opts.seed, dead).spawn(sink)?)
+    }
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let opts = match args::parse(std::env::args().skip(1)) {
+        Ok(Parsed::Run(opts)) => opts,
+        Ok(Parsed::Help) => {
+            print!("{}", args::HELP);
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            eprintln!("gateway: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    init_tracing();
+    match run(opts).await {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => {
+            eprintln!("gateway: SELF-CHECK FAILED: see the [FAIL] lines in the summary");
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("gateway: error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Logs to stderr, quiet by default (warnings only; batch-tokio's per-attempt retry warnings
+/// are hidden because the summary counts them). `RUST_LOG` overrides, e.g. `gateway=debug`.
+fn init_tracing() {
+    use tracing_subscriber::filter::Targets;
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+
+    let filter: Targets = std::env::var("RUST_LOG").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
+        Targets::new().with_default(tracing::Level::WARN).with_target("batch_tokio", tracing::Level::ERROR)
+    });
+    tracing_subscriber::registry()
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())),
+        )
+        .with(filter)
+        .init();
+}
+
+/// Ctrl-C handling: the first stops the sensors, the second abandons the drain, the third
+/// exits at once.
+fn watch_ctrl_c() -> (watch::Receiver<bool>, watch::Receiver<bool>) {
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let (abort_tx, abort_rx) = watch::channel(false);
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_err() {
+            return;
+        }
+        eprintln!("\nCtrl-C: stopping the sensors and draining (Ctrl-C again to abandon the drain)");
+        stop_tx.send_replace(true);
+        if tokio::signal::ctrl_c().await.is_err() {
+            return;
+        }
+        eprintln!("\nCtrl-C: abandoning the drain");
+        abort_tx.send_replace(true);
+        if tokio::signal::ctrl_c().await.is_ok() {
+            std::process::exit(130);
+        }
+    });
+    (stop_rx, abort_rx)
+}
+
+/// Resolves once `rx` holds `true` (never, if its sender is gone while it is false).
+async fn turned_on(mut rx: watch::Receiver<bool>) {
+    if rx.wait_for(|on| *on).await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
+/// Waits for every sensor. After Ctrl-C they get [`STOP_GRACE`] to stop by themselves; then
+/// the batcher is closed so that a sensor stuck waiting for room gets its reading refused.
+async fn join_sensors(
+    handles: Vec<JoinHandle<SensorReport>>,
+    stop: watch::Receiver<bool>,
+    batcher: &Batcher<Reading>,
+) -> Result<Vec<SensorReport>, BoxError> {
+    let all = async {
+        let mut reports = Vec::with_capacity(handles.len());
+        for h in handles {
+            reports.push(h.await?);
+        }
+        Ok::<_, BoxError>(reports)
+    };
+    tokio::pin!(all);
+    tokio::select! {
+        r = &mut all => r,
+        () = turned_on(stop) => {
+            if let Ok(r) = tokio::time::timeout(STOP_GRACE, &mut all).await {
+                r
+            } else {
+                batcher.close();
+                all.await
+            }
+        }
+    }
+}
+
+/// The sink a run delivers to, and what it needs at the end.
+enum Sink {
+    /// The SQLite file and the fault injector.
+    Sqlite(Arc<Faults>),
+    /// The collector and the time its outage starts, if any.
+    Http(Collector, Option<Duration>),
+}
+
+/// Runs the demo; `Ok(false)` when a self-check failed.
+#[allow(clippy::too_many_lines, reason = "the demo's story, top to bottom")]
+async fn run(opts: Options) -> Result<bool, BoxError> {
+    let stats = Arc::new(DeliveryStats::new());
+    let dead = Arc::new(DeadLetters::new(opts.dead_letters.as_deref())?);
+    let start = Instant::now();
+
+    let (batcher, sink, sink_text, settings) = match opts.mode {
+        Mode::Sqlite => {
+            let conn = sink_sqlite::create(&opts.db)?;
+            let faults = Arc::new(Faults::new(opts.fail_rate, opts.seed));
+            let handler = sink_sqlite::SqliteSink::new(conn, Arc::clone(&stats), Arc::clone(&faults));
+            let batcher = SQLITE.spawn(&opts, &dead, handler)?;
+            let text =
+                format!("SQLite {}, one transaction per batch (WAL, synchronous=FULL)", opts.db.display());
+            (batcher, Sink::Sqlite(faults), text, SQLITE.describe())
+        }
+        Mode::Http => {
+            // The outage starts half-way through the sensors' run.
+            let outage_at = (!opts.outage.is_zero()).then(|| opts.duration / 2);
+            let window = outage_at.map(|at| start + at..start + at + opts.outage);
+            let collector = Collector::start(opts.fail_rate, opts.seed, window).await?;
+            let handler = sink_http::HttpSink::new(&collector.url(), Arc::clone(&stats))?;
+            let batcher = HTTP.spawn(&opts, &dead, handler)?;
+            let text = format!("HTTP POST {} (local axum collector)", collector.url());
+            (batcher, Sink::Http(collector, outage_at), text, HTTP.describe())
+        }
+    };
+
+    let load = match opts.rate {
+        0 => format!(
+            "{} sensors, unthrottled (as fast as backpressure allows), for {}",
+            opts.sensors,
+            dur(opts.duration)
+        ),
+        rate => format!(
+            "{} sensors x {} Hz for {} (offered {} readings/s)",
+            opts.sensors,
+            thousands(u64::from(rate)),
+            dur(opts.duration),
+            thousands(u64::from(rate) * u64::from(opts.sensors))
+        ),
+    };
+    println!("gateway: {load}\n  -> {sink_text}\n  (Ctrl-C stops the sensors early and drains)");
+
+    // Run: sensors -> batcher -> sink, with a live progress line.
+    let (stop, abort) = watch_ctrl_c();
+    let produced = Arc::new(AtomicU64::new(0));
+    let progress = Progress::start(batcher.clone(), Arc::clone(&produced), start);
+    let handles = sensors::spawn(&opts, &batcher, &produced, &stop);
+    let reports = join_sensors(handles, stop.clone(), &batcher).await?;
+    let interrupted = *stop.borrow();
+
+    // Drain: deliver everything accepted (retries included), then stop the worker.
+    let drain_start = Instant::now();
+    let aborted = AtomicBool::new(false);
+    let shutdown = tokio::select! {
+        r = batcher.shutdown_timeout(DRAIN_DEADLINE) => r,
+        () = turned_on(abort.clone()) => {
+            aborted.store(true, Ordering::Relaxed);
+            batcher.shutdown_timeout(Duration::ZERO).await
+        }
+    };
+    let drain = drain_start.elapsed();
+    let total = start.elapsed();
+    progress.finish().await;
+    dead.finish()?;
+    if shutdown.timed_out {
+        tracing::warn!(
+            returned = shutdown.remainder.len(),
+            "the drain did not finish; undelivered readings were handed back"
+        );
+    }
+    let metrics = shutdown.metrics;
+    let returned: Vec<(u32, u64)> = shutdown.remainder.iter().map(|r| (r.sensor, r.seq)).collect();
+
+    // Compare with unbatched delivery of the same kind of items.
+    let cap = BASELINE_CAP.min(metrics.delivered);
+    let skip_baseline = cap == 0 || aborted.load(Ordering::Relaxed);
+    let mut extra = Vec::new();
+    let (baseline, contents) = match sink {
+        Sink::Sqlite(faults) => {
+            if faults.injected() > 0 {
+                extra.push((
+                    "injected failures".to_owned(),
+                    format!(
+                        "{} transactions rolled back half-way (--fail-rate {})",
+                        thousands(faults.injected()),
+                        opts.fail_rate
+                    ),
+                ));
+            }
+            let db = opts.db.clone();
+            let contents = tokio::task::spawn_blocking(move || sink_sqlite::inspect(&db)).await??;
+            let baseline = if skip_baseline {
+                None
+            } else {
+                eprintln!(
+                    "comparing with one row per transaction ({} rows at most, {} at most)...",
+                    thousands(cap),
+                    dur(BASELINE_BUDGET)
+                );
+                let mut path = opts.db.clone().into_os_string();
+                path.push(".baseline");
+                let sensors = opts.sensors;
+                Some(
+                    tokio::task::spawn_blocking(move || {
+                        sink_sqlite::baseline(path.as_ref(), cap, sensors, BASELINE_BUDGET)
+                    })
+                    .await??,
+                )
+            };
+            (baseline, contents)
+        }
+        Sink::Http(collector, outage_at) => {
+            let c = collector.stats();
+            let outage = match outage_at {
+                None => "no outage".to_owned(),
+                Some(at) if at >= total => format!("the outage at {} was not reached", dur(at)),
+                Some(at) => {
+                    format!("plus every request during the outage {}..{}", dur(at), dur(at + opts.outage))
+                }
+            };
+            extra.push((
+                "collector".to_owned(),
+                format!(
+                    "{} requests, {} answered 503\n({:.0}% at random, {outage})",
+                    thousands(c.requests),
+                    thousands(c.refused),
+                    opts.fail_rate * 100.0,
+                ),
+            ));
+            let contents = collector.contents();
+            collector.stop().await;
+            let baseline = if skip_baseline {
+                None
+            } else {
+                eprintln!(
+                    "comparing with one reading per request ({} at most, {} at most, no injected failures)...",
+                    thousands(cap),
+                    dur(BASELINE_BUDGET)
+                );
+                Some(http_baseline(&opts, cap).await?)
+            };
+            (baseline, contents)
+        }
+    };
+    if let Some(error) = dead.last_error() {
+        extra.push(("last dead-letter error".to_owned(), error));
+    }
+    if let Some(path) = &opts.dead_letters {
+        extra.push(("dead letters written to".to_owned(), path.display().to_string()));
+    }
+
+    // Verify, then print.
+    let dead_keys = dead.keys();
+    let stats = stats.snapshot();
+    let checks = check::run(&check::Evidence {
+        sensors: &reports,
+        metrics: &metrics,
+        dead: &dead_keys,
+        dead_counted: (dead.items(), dead.batches()),
+        returned: &returned,
+        latencies: stats.recorded,
+        sink: &contents,
+    });
+    let summary = Summary {
+        sink: sink_text,
+        settings,
+        load,
+        produced: reports.iter().map(|r| r.produced).sum(),
+        interrupted,
+        metrics,
+        total,
+        drain,
+        stats,
+        extra,
+        baseline: baseline.map(|b| (b, BASELINE_CAP)),
+        checks: &checks,
+    };
+    print!("{}", report::render(&summary));
+    let ok = checks.iter().all(|c| c.ok);
+    println!("{}", if ok { "  all checks passed" } else { "  SOME CHECKS FAILED" });
+    Ok(ok)
+}
+
+/// The HTTP comparison, against a second collector without injected failures or outage.
+async fn http_baseline(opts: &Options, cap: u64) -> Result<Baseline, BoxError> {
+    let collector = Collector::start(0.0, opts.seed, None).await?;
+    let result = sink_http::baseline(&collector.url(), cap, opts.sensors, BASELINE_BUDGET).await;
+    collector.stop().await;
+    result
+}

@@ -1,0 +1,196 @@
+//! Simulated temperature sensors: one tokio task each, producing readings at a fixed rate and
+//! handing them to the batcher with `add(..).await` (which waits while the buffer is full).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use batch_tokio::Batcher;
+use serde::Serialize;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio::time::MissedTickBehavior;
+
+use crate::args::Options;
+use crate::rng::SplitMix64;
+
+/// How often a throttled sensor wakes up to emit the readings that became due. Tokio timers
+/// have millisecond resolution, so a 2 kHz sensor emits small bursts rather than sleeping 500 µs.
+const TICK: Duration = Duration::from_millis(5);
+/// How many readings an unthrottled sensor adds between checks of the clock and the stop flag.
+const UNTHROTTLED_BURST: u64 = 256;
+
+/// One temperature reading, as a sensor reports it.
+///
+/// `accepted` stays on the gateway (it is not serialized): it is when the reading was handed to
+/// the batcher, so the sink can measure each reading's latency up to delivery.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct Reading {
+    /// Which sensor produced it.
+    pub(crate) sensor: u32,
+    /// Per-sensor sequence number, 0, 1, 2, ...
+    pub(crate) seq: u64,
+    /// Degrees Celsius.
+    pub(crate) temperature: f64,
+    /// Wall-clock time of the measurement, milliseconds since the Unix epoch.
+    pub(crate) timestamp_ms: u64,
+    /// When the reading was handed to the batcher (monotonic clock).
+    #[serde(skip)]
+    pub(crate) accepted: Instant,
+}
+
+impl Reading {
+    /// The `i`-th reading of a round-robin over `sensors` sensors, for the unbatched baselines.
+    pub(crate) fn synthetic(i: u64, sensors: u32) -> Self {
+        let sensors = u64::from(sensors.max(1));
+        Self {
+            sensor: (i % sensors) as u32,
+            seq: i / sensors,
+            temperature: 21.5,
+            timestamp_ms: unix_ms(),
+            accepted: Instant::now(),
+        }
+    }
+}
+
+/// What one sensor did, returned when its task ends.
+#[derive(Debug)]
+pub(crate) struct SensorReport {
+    /// The sensor's id.
+    pub(crate) sensor: u32,
+    /// Readings it produced: sequence numbers `0..produced`.
+    pub(crate) produced: u64,
+    /// Sequence numbers the batcher refused (it was closed).
+    pub(crate) refused: Vec<u64>,
+}
+
+/// Starts `opts.sensors` sensor tasks. They stop after `opts.duration`, or early when `stop`
+/// turns true (Ctrl-C). `produced` counts readings across all sensors, for the progress line.
+pub(crate) fn spawn(
+    opts: &Options,
+    batcher: &Batcher<Reading>,
+    produced: &Arc<AtomicU64>,
+    stop: &watch::Receiver<bool>,
+) -> Vec<JoinHandle<SensorReport>> {
+    (0..opts.sensors)
+        .map(|id| {
+            let sensor = Sensor {
+                id,
+                rate: opts.rate,
+                duration: opts.duration,
+                total: opts.readings_per_sensor(),
+                batcher: batcher.clone(),
+                produced: Arc::clone(produced),
+                stop: stop.clone(),
+                thermometer: Thermometer::new(id),
+            };
+            tokio::spawn(sensor.run())
+        })
+        .collect()
+}
+
+/// One simulated sensor.
+struct Sensor {
+    id: u32,
+    rate: u32,
+    duration: Duration,
+    total: Option<u64>,
+    batcher: Batcher<Reading>,
+    produced: Arc<AtomicU64>,
+    stop: watch::Receiver<bool>,
+    thermometer: Thermometer,
+}
+
+impl Sensor {
+    async fn run(mut self) -> SensorReport {
+        let mut report = SensorReport { sensor: self.id, produced: 0, refused: Vec::new() };
+        let start = Instant::now();
+        let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        loop {
+            if *self.stop.borrow() {
+                break;
+            }
+            let elapsed = start.elapsed();
+            let due = match self.total {
+                Some(total) if elapsed >= self.duration => total,
+                Some(total) => {
+                    #[allow(
+                        clippy::cast_sign_loss,
+                        clippy::cast_precision_loss,
+                        reason = "positive and far below 2^52"
+                    )]
+                    let due = (elapsed.as_secs_f64() * f64::from(self.rate)) as u64;
+                    due.min(total)
+                }
+                None => report.produced + UNTHROTTLED_BURST,
+            };
+            while report.produced < due {
+                self.emit(&mut report).await;
+            }
+            match self.total {
+                Some(total) if report.produced >= total => break,
+                Some(_) => {
+                    tokio::select! {
+                        biased;
+                        _ = self.stop.changed() => break,
+                        _ = tick.tick() => {}
+                    }
+                }
+                None if start.elapsed() >= self.duration => break,
+                None => tokio::task::yield_now().await,
+            }
+        }
+        tracing::debug!(sensor = self.id, produced = report.produced, "sensor stopped");
+        report
+    }
+
+    /// Measures, stamps and hands one reading to the batcher.
+    async fn emit(&mut self, report: &mut SensorReport) {
+        let reading = Reading {
+            sensor: self.id,
+            seq: report.produced,
+            temperature: self.thermometer.read(),
+            timestamp_ms: unix_ms(),
+            accepted: Instant::now(),
+        };
+        report.produced += 1;
+        self.produced.fetch_add(1, Ordering::Relaxed);
+        // Waits while the buffer is full (backpressure); fails only once the batcher is closed.
+        if let Err(refused) = self.batcher.add(reading).await {
+            report.refused.push(refused.into_inner().seq);
+        }
+    }
+}
+
+/// A temperature that drifts slowly around a per-sensor base, with a little noise.
+#[derive(Debug)]
+struct Thermometer {
+    rng: SplitMix64,
+    drift: f64,
+    base: f64,
+}
+
+impl Thermometer {
+    fn new(id: u32) -> Self {
+        Self {
+            rng: SplitMix64::new(0x5EED_0000 + u64::from(id)),
+            drift: 0.0,
+            base: 19.0 + f64::from(id % 7) * 0.75,
+        }
+    }
+
+    fn read(&mut self) -> f64 {
+        self.drift = (self.drift + (self.rng.next_f64() - 0.5) * 0.02).clamp(-3.0, 3.0);
+        let noise = (self.rng.next_f64() - 0.5) * 0.1;
+        // Two decimals, as a real sensor would report.
+        ((self.base + self.drift + noise) * 100.0).round() / 100.0
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
