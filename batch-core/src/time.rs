@@ -156,6 +156,18 @@ impl Add for Duration {
     }
 }
 
+/// Converts to `core::time::Duration` (the same type as `std::time::Duration`).
+///
+/// ```
+/// let d: core::time::Duration = batch_core::Duration::from_millis(3).into();
+/// assert_eq!(d, core::time::Duration::from_millis(3));
+/// ```
+impl From<Duration> for core::time::Duration {
+    fn from(d: Duration) -> Self {
+        core::time::Duration::from_micros(d.as_micros())
+    }
+}
+
 impl fmt::Display for Duration {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.micros.is_multiple_of(1_000) {

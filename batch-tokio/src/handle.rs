@@ -168,9 +168,8 @@ impl<T> Batcher<T> {
                 }
                 self.shared.space.notified()
             };
-            if self.shared.finished.load(Ordering::Acquire) {
-                return Err(PushError::Closed(item));
-            }
+            // A worker that ends closes the core and wakes us: the next round hands the item back
+            // through the core, which counts it as rejected.
             room.await;
         }
     }
@@ -216,10 +215,6 @@ impl<T> Batcher<T> {
             let Some((guard, room)) = waiting else {
                 return if refused.is_empty() { Ok(()) } else { Err(Rejected { items: refused }) };
             };
-            if self.shared.finished.load(Ordering::Acquire) {
-                refused.extend(held.take().into_iter().chain(items).map(PushError::Closed));
-                return Err(Rejected { items: refused });
-            }
             room.await;
             drop(guard);
         }

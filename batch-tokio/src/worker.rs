@@ -238,7 +238,7 @@ where
         match (completion, result) {
             (Some(Completion::Delivered { .. }), _) => return true,
             (Some(Completion::Retry { attempt: next, at }), Err(error)) => {
-                tracing::warn!(seq = flush.seq, attempt, retry_at_us = at.as_micros(), %error, "batch attempt failed; will retry");
+                tracing::debug!(seq = flush.seq, attempt, retry_at_us = at.as_micros(), %error, "batch attempt failed; will retry");
                 let Some(n) = wait_retry(shared, flush.seq).await else {
                     give_back(shared, flush.seq, buf);
                     return false;

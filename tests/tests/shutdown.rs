@@ -265,3 +265,27 @@ fn a_batcher_whose_worker_died_mid_run_refuses_items() {
     let m = b.metrics();
     assert!(m.is_consistent(), "{m:?}");
 }
+
+#[test]
+fn a_producer_waiting_for_room_when_the_worker_dies_gets_its_item_back_and_it_is_counted() {
+    use std::future::Future;
+    use std::task::{Context, Poll, Waker};
+    // The buffer is full and a producer waits in `add`; then the worker's runtime goes away.
+    let log = Log::new();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().start_paused(true).build().unwrap();
+    let b = rt.block_on(async {
+        let b = Batcher::builder().capacity(1).max_batch(1).spawn(log.handler().hang()).unwrap();
+        b.add(0).await.unwrap(); // taken by the hanging handler
+        settle().await;
+        b.add(1).await.unwrap(); // fills the buffer
+        b
+    });
+    let mut add = std::pin::pin!(b.add(2));
+    let mut cx = Context::from_waker(Waker::noop());
+    assert!(add.as_mut().poll(&mut cx).is_pending(), "the buffer is full: add must wait");
+    drop(rt);
+    assert_eq!(add.as_mut().poll(&mut cx), Poll::Ready(Err(PushError::Closed(2))));
+    let m = b.metrics();
+    assert_eq!(m.rejected, 1, "{m:?}");
+    assert!(m.is_consistent(), "{m:?}");
+}
