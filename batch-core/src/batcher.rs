@@ -181,11 +181,10 @@ pub struct BatchCore<T, Q, S> {
     weigher: Option<fn(&T) -> u32>,
     /// Total weight of buffered items (only kept with a weigher).
     buffered_weight: u64,
-    /// Arrival of the oldest buffered item, or an earlier instant (never later).
-    anchor: Instant,
-    /// The exact arrival of the item at this acceptance index, recorded when it became the first
-    /// item past a full batch, so the remainder after a size cut is anchored exactly.
-    next_anchor: Option<(u64, Instant)>,
+    /// Arrival marks `(acceptance index, arrival)`, oldest first, one per `max_batch` items.
+    /// `marks[0]` is the anchor: the oldest buffered item with its arrival, or an earlier instant
+    /// (never later). See [`Marks`].
+    marks: Marks,
     /// Items with an acceptance index below this are cut without waiting for linger.
     flush_mark: u64,
     mark_trigger: Trigger,
@@ -319,6 +318,9 @@ impl<T, Q: Queue<T>, S: Slots> BatchCore<T, Q, S> {
         let mut core = Self::assemble(queue, slots, capacity, config, weigher);
         // Anything already in the storage is taken as accepted now, so the counters add up.
         core.counters.accepted = core.queue.len() as u64;
+        if core.queue.len() > 0 {
+            core.marks.reset(0, Instant::ZERO); // arrival unknown: as early as can be
+        }
         core.buffered_weight = core.total_weight_of_queue();
         while !core.slots.as_slice().is_empty() {
             core.slots.swap_remove(0);
@@ -342,8 +344,7 @@ impl<T, Q: Queue<T>, S: Slots> BatchCore<T, Q, S> {
             config,
             weigher,
             buffered_weight: 0,
-            anchor: Instant::ZERO,
-            next_anchor: None,
+            marks: Marks::new(),
             flush_mark: 0,
             mark_trigger: Trigger::Manual,
             next_seq: 0,
@@ -470,11 +471,11 @@ impl<T, Q: Queue<T>, S: Slots> BatchCore<T, Q, S> {
         let len = self.queue.len();
         let max_batch = self.max_batch;
         if was_empty {
-            self.anchor = now();
-            self.next_anchor = None;
+            self.marks.reset(index, now());
             self.wake = true;
-        } else if len == max_batch + 1 {
-            self.next_anchor = Some((index, now()));
+        } else if index - self.marks.last_index() >= max_batch as u64 {
+            // The first item of a later batch (while earlier ones wait): note when it came.
+            self.marks.record(index, now());
         }
         if len == max_batch || self.over_weight() {
             self.wake = true;
@@ -664,7 +665,7 @@ impl<T, Q: Queue<T>, S: Slots> BatchCore<T, Q, S> {
         let slot = InFlight { seq, first, len: len as u32, attempt: 1, phase: Phase::Running };
         let added = self.slots.push(slot);
         debug_assert!(added.is_ok(), "slot_free() checked for room");
-        let oldest_age = now - self.anchor;
+        let oldest_age = now - self.marks.anchor();
         if oldest_age > self.counters.max_item_age {
             self.counters.max_item_age = oldest_age;
         }
@@ -724,9 +725,9 @@ impl<T, Q: Queue<T>, S: Slots> BatchCore<T, Q, S> {
             return None;
         }
         Some(if self.trigger_without_linger().is_some() {
-            self.anchor
+            self.marks.anchor()
         } else {
-            self.anchor + self.config.get_linger()
+            self.marks.anchor() + self.config.get_linger()
         })
     }
 
@@ -866,7 +867,8 @@ impl<T, Q: Queue<T>, S: Slots> BatchCore<T, Q, S> {
 
     fn trigger(&self, now: Instant) -> Option<Trigger> {
         self.trigger_without_linger().or_else(|| {
-            (self.queue.len() > 0 && now >= self.anchor + self.config.get_linger()).then_some(Trigger::Linger)
+            (self.queue.len() > 0 && now >= self.marks.anchor() + self.config.get_linger())
+                .then_some(Trigger::Linger)
         })
     }
 
@@ -878,22 +880,10 @@ impl<T, Q: Queue<T>, S: Slots> BatchCore<T, Q, S> {
         Some(old)
     }
 
-    /// After items left the front: anchor the new oldest item exactly if its arrival was
-    /// recorded, otherwise keep the old anchor (earlier than its arrival, so linger is never
-    /// exceeded; such a remainder may be cut early).
+    /// After items left the front: anchor the new oldest item to the latest mark at or before it.
     fn reanchor(&mut self) {
-        if self.queue.len() == 0 {
-            self.next_anchor = None;
-            return;
-        }
-        let front = self.front_index();
-        if let Some((index, at)) = self.next_anchor {
-            if index == front {
-                self.anchor = at;
-                self.next_anchor = None;
-            } else if index < front {
-                self.next_anchor = None;
-            }
+        if self.queue.len() > 0 {
+            self.marks.advance_to(self.front_index());
         }
     }
 
@@ -921,4 +911,69 @@ impl<T, Q: Queue<T>, S: Slots> BatchCore<T, Q, S> {
 const fn mul_hi(a: u64, b: u32) -> u64 {
     let b = b as u64;
     (a >> 32) * b + (((a & 0xFFFF_FFFF) * b) >> 32)
+}
+
+/// Arrival marks for linger and item age, without a timestamp per item.
+///
+/// A mark `(index, at)` says item `index` was accepted at `at`. `marks[0]` is always the oldest
+/// buffered item (the anchor). While batches queue up behind a busy flush slot, the first item of
+/// each later batch (every `max_batch` items) gets a mark, so after a size cut the new front is
+/// usually a marked item and its linger deadline and age are exact. When more than [`MARKS`]
+/// batches wait, every other mark is dropped to make room: the new front is then anchored to the
+/// latest mark before it, which is earlier than its arrival, so linger is never exceeded (such
+/// items may go out early) and reported ages are upper bounds whose error stays within the span of
+/// the dropped marks instead of growing with the backlog.
+#[derive(Clone, Copy, Debug)]
+struct Marks {
+    marks: [(u64, Instant); MARKS],
+    count: usize,
+}
+
+/// Arrival marks kept: exact anchors for up to this many waiting batches.
+const MARKS: usize = 4;
+
+impl Marks {
+    const fn new() -> Self {
+        Self { marks: [(0, Instant::ZERO); MARKS], count: 0 }
+    }
+
+    /// The buffer was empty: `index` is the new oldest item.
+    fn reset(&mut self, index: u64, at: Instant) {
+        self.marks[0] = (index, at);
+        self.count = 1;
+    }
+
+    fn anchor(&self) -> Instant {
+        self.marks[0].1
+    }
+
+    fn last_index(&self) -> u64 {
+        self.marks[self.count.saturating_sub(1)].0
+    }
+
+    fn record(&mut self, index: u64, at: Instant) {
+        if self.count == MARKS {
+            // Keep marks 0, 2, 4, ...: the anchor stays, the spacing of older marks doubles.
+            let mut kept = 0;
+            for i in (0..MARKS).step_by(2) {
+                self.marks[kept] = self.marks[i];
+                kept += 1;
+            }
+            self.count = kept;
+        }
+        self.marks[self.count] = (index, at);
+        self.count += 1;
+    }
+
+    /// The oldest buffered item is now `front`: anchor it to the latest mark at or before it.
+    fn advance_to(&mut self, front: u64) {
+        let mut latest = 0;
+        while latest + 1 < self.count && self.marks[latest + 1].0 <= front {
+            latest += 1;
+        }
+        let at = self.marks[latest].1;
+        self.marks.copy_within(latest..self.count, 0);
+        self.count -= latest;
+        self.marks[0] = (front, at);
+    }
 }

@@ -61,9 +61,10 @@
 //!   and start in that order. With `max_in_flight = 1` (the default) batch n+1 starts only after
 //!   batch n is final, retries included.
 //! - **Linger**: a batch is due once its oldest item has waited `linger`; an idle core sets no
-//!   deadline. The anchor is never later than the oldest item's arrival: after a cut that leaves
-//!   items behind, they are anchored exactly when the first of them was the first item past a full
-//!   batch, and otherwise to the previous anchor (so they may go out early, never late).
+//!   deadline. Arrival times are kept per batch boundary, not per item (no timestamp per item
+//!   in RAM): the anchor is exact for the common cases (the first item of a batch, and up to four
+//!   batches queued behind a busy slot) and otherwise never later than the true arrival, so
+//!   linger is never exceeded and `oldest_age` / `max_item_age` are exact or slight upper bounds.
 //! - **Nothing is lost silently**: every refusal, eviction, dead letter and deadline shutdown hands
 //!   the items back, and [`Metrics::is_consistent`] holds after every call.
 //! - **Memory** is the storage the core was built with; nothing is allocated or grown.

@@ -87,6 +87,34 @@ fn linger_is_not_reset_by_later_pushes() {
 }
 
 #[test]
+fn item_ages_stay_accurate_behind_a_deep_backlog() {
+    // One slot held for a second per batch while six more batches queue up (more than the core
+    // keeps exact marks for). Reported ages must never be below the truth and, with marks thinned,
+    // at most one batch's arrival spacing (2 items x 10 ms) above it, however deep the backlog.
+    let mut sim: Sim<u32, 32> =
+        Sim::new(Config::new().max_batch(2).linger(ms(5_000)), deliver_after(ms(1_000)));
+    sim.push(0).unwrap();
+    sim.push(1).unwrap(); // batch 0, with the handler until t=1000
+    let mut arrival = vec![at_ms(0), at_ms(0)];
+    for i in 2..14u32 {
+        sim.run_until(at_ms(u64::from(i - 1) * 10)); // item i arrives at (i-1) * 10 ms
+        arrival.push(sim.now);
+        sim.push(i).unwrap();
+    }
+    sim.run_until_idle();
+    assert_eq!(sim.cuts.len(), 7);
+    for cut in &sim.cuts[1..] {
+        let first = cut.items[0] as usize;
+        let truth = cut.at - arrival[first];
+        let age = cut.flush.oldest_age;
+        assert!(age >= truth, "batch {}: age {age:?} below the truth {truth:?}", cut.flush.seq);
+        assert!(age <= truth + ms(20), "batch {}: age {age:?} vs truth {truth:?}", cut.flush.seq);
+    }
+    assert_eq!(sim.cuts[1].flush.oldest_age, ms(990), "the first waiting batch is exact");
+    assert_eq!(sim.core.metrics().max_item_age, sim.cuts.last().unwrap().flush.oldest_age);
+}
+
+#[test]
 fn linger_of_the_remainder_after_a_size_cut_is_anchored_to_its_oldest_item() {
     // One slot, a slow handler: while batch 0 runs, items pile up past a full batch.
     let mut sim: Sim<u32, 8> = Sim::new(Config::new().max_batch(2).linger(ms(50)), deliver_after(ms(100)));
