@@ -146,6 +146,20 @@ fn test() -> Result {
         }
         Ok(())
     });
+    for (mode, extra) in [("SQLite", &[][..]), ("HTTP", &["--http"][..])] {
+        t.step(&format!("gateway demo, {mode} mode (README command, short settings)"), |_| {
+            let dir = std::env::temp_dir().join(format!("batch-gateway-ci-{}", std::process::id()));
+            std::fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+            let db = dir.join("gateway.db");
+            util::run(
+                cargo(&root)
+                    .args(["run", "--release", "--locked", "-p", "gateway", "--bin", "gateway", "--"])
+                    .args(["--seconds", "1", "--rate", "500", "--db"])
+                    .arg(&db)
+                    .args(extra),
+            )
+        });
+    }
     t.step("QEMU firmware (self-check passes)", |_| qemu::qemu(false));
     t.step("QEMU firmware, broken variant (must fail)", |_| match qemu::qemu(true) {
         Ok(()) => Err("the deliberately broken firmware passed its self-check".into()),
