@@ -205,7 +205,7 @@ impl<T: Send + Sync + 'static> Builder<T> {
             self.weigher,
         )?;
         let max_batch = self.config.max_batch_for(self.capacity);
-        let shared = Arc::new(Shared::new(core, self.on_error, self.on_evict));
+        let shared = Arc::new(Shared::new(core, lanes, self.on_error, self.on_evict));
         let worker = Worker::new(
             Arc::clone(&shared),
             handler,

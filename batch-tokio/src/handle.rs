@@ -195,7 +195,7 @@ impl<T> Batcher<T> {
                         Err(e) => refused.push(e),
                     }
                 }
-                let wake = st.core.poll_wake();
+                let wake = st.core.poll_wake() && st.lane_needs_waking();
                 // An eviction is a final outcome: a flush may be waiting for those items.
                 let settled = !evicted.is_empty() && st.flush_waiters > 0;
                 let waiting = held
@@ -262,7 +262,7 @@ impl<T> Batcher<T> {
         self.close();
         let timed_out = tokio::time::timeout(deadline, self.wait_finished()).await.is_err();
         if timed_out {
-            self.shared.lock().aborted = true;
+            self.shared.aborted.store(true, Ordering::Release);
             self.shared.abort.notify_waiters();
             self.wait_finished().await;
         }
@@ -274,6 +274,8 @@ impl<T> Batcher<T> {
     pub fn close(&self) {
         self.shared.lock().core.close();
         self.shared.work.notify_waiters();
+        // Producers waiting for room get their item back now.
+        self.shared.space.notify_waiters();
     }
 
     /// Pauses: no batch starts and no retry clock runs; adds keep buffering up to capacity.
@@ -338,7 +340,7 @@ impl<T> Batcher<T> {
         mut st: std::sync::MutexGuard<'_, State<T>>,
         result: Result<Option<T>, PushError<T>>,
     ) -> Result<(), PushError<T>> {
-        let wake = st.core.poll_wake();
+        let wake = st.core.poll_wake() && st.lane_needs_waking();
         // An eviction is a final outcome: a flush may be waiting for that item.
         let settled = matches!(result, Ok(Some(_))) && st.flush_waiters > 0;
         drop(st);

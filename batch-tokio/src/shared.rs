@@ -30,6 +30,8 @@ pub(crate) struct Shared<T> {
     /// A shutdown deadline expired: lanes give their batches back.
     pub(crate) abort: Notify,
     pub(crate) finished: AtomicBool,
+    /// A shutdown deadline expired: lanes stop and give their batches back.
+    pub(crate) aborted: AtomicBool,
     /// Live `Batcher` handles; the last one to go closes the batcher.
     pub(crate) handles: AtomicUsize,
     epoch: tokio::time::Instant,
@@ -40,8 +42,10 @@ pub(crate) struct Shared<T> {
 pub(crate) struct State<T> {
     pub(crate) core: Core<T>,
     pub(crate) waiting_producers: usize,
+    /// Per lane: `Some(t)` while the lane waits for work with its timer armed for `t`
+    /// (`Some(Instant::MAX)`: waiting with no timer); `None` while it works.
+    pub(crate) idle: Vec<Option<Instant>>,
     pub(crate) flush_waiters: usize,
-    pub(crate) aborted: bool,
     /// Batches given back by lanes cut short by a shutdown deadline, with their seq: lanes
     /// give back in lane order, and the remainder lists them in seq order.
     pub(crate) given_back: Vec<(u64, Vec<T>)>,
@@ -51,6 +55,7 @@ pub(crate) struct State<T> {
 impl<T> Shared<T> {
     pub(crate) fn new(
         core: Core<T>,
+        lanes: usize,
         on_error: Option<Arc<OnError<T>>>,
         on_evict: Option<Box<OnEvict<T>>>,
     ) -> Self {
@@ -58,8 +63,8 @@ impl<T> Shared<T> {
             state: Mutex::new(State {
                 core,
                 waiting_producers: 0,
+                idle: vec![None; lanes],
                 flush_waiters: 0,
-                aborted: false,
                 given_back: Vec::new(),
                 remainder: Vec::new(),
             }),
@@ -69,6 +74,7 @@ impl<T> Shared<T> {
             done: Notify::new(),
             abort: Notify::new(),
             finished: AtomicBool::new(false),
+            aborted: AtomicBool::new(false),
             handles: AtomicUsize::new(1),
             epoch: tokio::time::Instant::now(),
             on_error,
@@ -103,6 +109,16 @@ impl<T> Shared<T> {
         } else {
             tracing::debug!("item evicted by DropOldest (no on_evict callback)");
         }
+    }
+}
+
+impl<T> State<T> {
+    /// After an input the core flagged (`poll_wake`): whether an idle lane must be woken, because
+    /// a batch is due before the earliest timer an idle lane has armed. Busy lanes look at the
+    /// core themselves when they finish, so pushes while every lane works wake nobody.
+    pub(crate) fn lane_needs_waking(&self) -> bool {
+        let Some(armed) = self.idle.iter().flatten().min() else { return false };
+        self.core.next_cut().is_some_and(|due| due < *armed)
     }
 }
 

@@ -8,11 +8,11 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
 
-use batch_core::{Completion, Flush, Outcome};
+use batch_core::{Completion, Flush, Instant, Outcome};
 use futures_lite::FutureExt as _;
 
 use crate::handler::{Batch, BatchError, DeadLetter, Handler};
-use crate::shared::{Shared, far_future};
+use crate::shared::{Shared, State, far_future};
 
 /// The future that drives a batcher: spawn it on a tokio runtime (or use
 /// [`Builder::spawn`](crate::Builder::spawn), which does). It ends once the batcher is closed
@@ -64,8 +64,8 @@ impl Worker {
     {
         let handler = Arc::new(handler);
         let lanes: Vec<Pin<Box<dyn Future<Output = ()> + Send>>> = (0..cfg.lanes)
-            .map(|_| {
-                let lane = lane(Arc::clone(&shared), Arc::clone(&handler), cfg);
+            .map(|id| {
+                let lane = lane(Arc::clone(&shared), Arc::clone(&handler), cfg, id);
                 Box::pin(lane) as Pin<Box<dyn Future<Output = ()> + Send>>
             })
             .collect();
@@ -76,7 +76,7 @@ impl Worker {
             let _finish = finish;
             JoinAll { lanes: lanes.into_iter().map(Some).collect() }.await;
             let mut st = shared.lock();
-            if st.aborted {
+            if shared.aborted.load(Ordering::Acquire) {
                 let st = &mut *st;
                 // Oldest batches first, then the buffer.
                 st.given_back.sort_by_key(|(seq, _)| *seq);
@@ -143,35 +143,76 @@ fn fresh<T>(buf: &mut Arc<Vec<T>>, max_batch: usize) -> &mut Vec<T> {
     vec
 }
 
-async fn lane<T, H>(shared: Arc<Shared<T>>, handler: Arc<H>, cfg: LaneConfig)
+async fn lane<T, H>(shared: Arc<Shared<T>>, handler: Arc<H>, cfg: LaneConfig, id: usize)
 where
     T: Send + Sync + 'static,
     H: Handler<T>,
 {
     let mut buf: Arc<Vec<T>> = Arc::new(Vec::with_capacity(cfg.max_batch));
-    while let Some(flush) = next_batch(&shared, &mut buf, cfg.max_batch).await {
+    // One timer per lane, re-armed only when a batch is due earlier than it fires (quinn's
+    // pattern): most batches are cut by size long before their linger deadline, so most never
+    // touch the timer wheel.
+    let mut timer = LaneTimer { sleep: Box::pin(tokio::time::sleep_until(far_future())), armed: None };
+    let mut next = None;
+    loop {
+        let flush = match next.take() {
+            Some(flush) => flush,
+            None => match next_batch(&shared, &mut buf, cfg.max_batch, id, &mut timer).await {
+                Some(flush) => flush,
+                None => return,
+            },
+        };
         tracing::trace!(seq = flush.seq, len = flush.len, trigger = flush.trigger.name(), "batch cut");
-        if !run_batch(&shared, &*handler, flush, &mut buf, cfg).await {
-            return;
+        match run_batch(&shared, &*handler, flush, &mut buf, cfg).await {
+            After::Next(cut) => next = cut,
+            After::Aborted => return,
+        }
+    }
+}
+
+/// How many times an idle lane yields while a batch fills before it parks.
+const SPINS: u32 = 8;
+
+/// A lane's linger timer and the core instant it is armed for.
+struct LaneTimer {
+    sleep: Pin<Box<tokio::time::Sleep>>,
+    armed: Option<Instant>,
+}
+
+impl LaneTimer {
+    /// Makes sure the timer fires no later than `due`. A timer armed for an earlier instant is
+    /// kept: it fires early, and the lane re-checks.
+    fn arm<T>(&mut self, shared: &Shared<T>, due: Option<Instant>, now: Instant) {
+        if let Some(due) = due
+            && self.armed.is_none_or(|armed| armed > due || armed <= now)
+        {
+            self.sleep.as_mut().reset(shared.to_tokio(due));
+            self.armed = Some(due);
         }
     }
 }
 
 /// Waits for a batch to be due and cuts it into `buf`. `None` when the batcher is finished or a
 /// shutdown deadline aborted it.
-async fn next_batch<T>(shared: &Shared<T>, buf: &mut Arc<Vec<T>>, max_batch: usize) -> Option<Flush> {
+async fn next_batch<T>(
+    shared: &Shared<T>,
+    buf: &mut Arc<Vec<T>>,
+    max_batch: usize,
+    id: usize,
+    timer: &mut LaneTimer,
+) -> Option<Flush> {
+    let mut spins = 0;
     loop {
         let work = shared.work.notified();
         let abort = shared.abort.notified();
-        let deadline = {
+        let spin = {
             let mut st = shared.lock();
-            if st.aborted {
+            st.idle[id] = None;
+            if shared.aborted.load(Ordering::Acquire) {
                 return None;
             }
-            if let Some(flush) = st.core.poll_flush(shared.now(), fresh(buf, max_batch)) {
-                if st.waiting_producers > 0 {
-                    shared.space.notify_waiters();
-                }
+            let now = shared.now();
+            if let Some(flush) = cut(shared, &mut st, buf, max_batch, now) {
                 return Some(flush);
             }
             if st.core.is_finished() {
@@ -179,15 +220,62 @@ async fn next_batch<T>(shared: &Shared<T>, buf: &mut Arc<Vec<T>>, max_batch: usi
                 shared.work.notify_waiters();
                 return None;
             }
-            st.core.next_cut().map(|at| shared.to_tokio(at))
+            if st.waiting_producers > 0 {
+                shared.space.notify_waiters();
+            }
+            // A batch is filling up: under load it completes within microseconds, so yield a few
+            // times before parking (parking and waking a worker thread costs far more).
+            if spins < SPINS && !st.core.is_empty() && st.waiting_producers == 0 {
+                spins += 1;
+                true
+            } else {
+                timer.arm(shared, st.core.next_cut(), now);
+                st.idle[id] = Some(timer.armed.filter(|&at| at > now).unwrap_or(Instant::MAX));
+                false
+            }
         };
+        if spin {
+            tokio::task::yield_now().await;
+            continue;
+        }
+        let armed = timer.armed.is_some();
         tokio::select! {
             biased;
             () = abort => {}
             () = work => {}
-            () = sleep_until(deadline) => {}
+            () = timer.sleep.as_mut(), if armed => timer.armed = None,
         }
     }
+}
+
+/// Cuts the next due batch into `buf`, with the lock held, and wakes who needs it.
+fn cut<T>(
+    shared: &Shared<T>,
+    st: &mut State<T>,
+    buf: &mut Arc<Vec<T>>,
+    max_batch: usize,
+    now: Instant,
+) -> Option<Flush> {
+    let flush = st.core.poll_flush(now, fresh(buf, max_batch))?;
+    // Producers waiting for room are woken once half the buffer is free (or when a lane goes
+    // idle): one wake-up per many batches, not one per batch.
+    if st.waiting_producers > 0 && 2 * st.core.len() <= st.core.capacity() {
+        shared.space.notify_waiters();
+    }
+    // Another idle lane may take the next batch if one is due too.
+    let _ = st.core.poll_wake();
+    if st.lane_needs_waking() {
+        shared.work.notify_waiters();
+    }
+    Some(flush)
+}
+
+/// What a lane does after a batch.
+enum After {
+    /// Go on: with the next batch if it was cut in the same critical section as the completion.
+    Next(Option<Flush>),
+    /// A shutdown deadline cut it short: the lane ends.
+    Aborted,
 }
 
 /// Runs the attempts of one batch until it is final. `false` if a shutdown deadline aborted it
@@ -198,7 +286,7 @@ async fn run_batch<T, H>(
     flush: Flush,
     buf: &mut Arc<Vec<T>>,
     cfg: LaneConfig,
-) -> bool
+) -> After
 where
     T: Send + Sync + 'static,
     H: Handler<T>,
@@ -207,8 +295,7 @@ where
     loop {
         let batch = Batch { items: Arc::clone(buf), seq: flush.seq, attempt, trigger: flush.trigger };
         let abort = shared.abort.notified();
-        let aborted = shared.lock().aborted;
-        let result = if aborted {
+        let result = if shared.aborted.load(Ordering::Acquire) {
             None
         } else {
             tokio::select! {
@@ -220,28 +307,35 @@ where
         drop(batch);
         let Some(result) = result else {
             give_back(shared, flush.seq, buf);
-            return false;
+            return After::Aborted;
         };
         let outcome = if result.is_ok() { Outcome::Delivered } else { Outcome::Failed };
-        let completion = {
+        // One critical section completes this batch and, when it was delivered, cuts the next:
+        // half the lock traffic per batch.
+        let (completion, next) = {
             let mut st = shared.lock();
-            let c = st.core.handle_completion(shared.now(), flush.seq, outcome);
+            let now = shared.now();
+            let c = st.core.handle_completion(now, flush.seq, outcome);
             let _ = st.core.poll_wake();
             if st.flush_waiters > 0 {
                 shared.settled.notify_waiters();
             }
-            c
+            let next = match c {
+                Some(Completion::Delivered { .. }) => cut(shared, &mut st, buf, cfg.max_batch, now),
+                _ => None,
+            };
+            if cfg.lanes > 1 && st.idle.iter().any(Option::is_some) {
+                shared.work.notify_waiters();
+            }
+            (c, next)
         };
-        if cfg.lanes > 1 {
-            shared.work.notify_waiters();
-        }
         match (completion, result) {
-            (Some(Completion::Delivered { .. }), _) => return true,
+            (Some(Completion::Delivered { .. }), _) => return After::Next(next),
             (Some(Completion::Retry { attempt: next, at }), Err(error)) => {
                 tracing::debug!(seq = flush.seq, attempt, retry_at_us = at.as_micros(), %error, "batch attempt failed; will retry");
                 let Some(n) = wait_retry(shared, flush.seq).await else {
                     give_back(shared, flush.seq, buf);
-                    return false;
+                    return After::Aborted;
                 };
                 debug_assert_eq!(n, next);
                 attempt = n;
@@ -256,12 +350,12 @@ where
                 } else {
                     tracing::error!(seq = flush.seq, attempts, len, %error, "batch dead-lettered (no error callback)");
                 }
-                return true;
+                return After::Next(None);
             }
             (completion, _) => {
                 // The core and this lane disagree: a bug. Report it rather than loop.
                 tracing::error!(seq = flush.seq, ?completion, "unexpected completion; batch state lost");
-                return true;
+                return After::Next(None);
             }
         }
     }
@@ -274,7 +368,7 @@ async fn wait_retry<T>(shared: &Shared<T>, seq: u64) -> Option<u32> {
         let abort = shared.abort.notified();
         let at = {
             let mut st = shared.lock();
-            if st.aborted {
+            if shared.aborted.load(Ordering::Acquire) {
                 return None;
             }
             if let Some(attempt) = st.core.poll_retry(shared.now(), seq) {
