@@ -61,7 +61,17 @@ pub(crate) fn now() -> batch_core::Instant {
     batch_core::Instant::from_micros(embassy_time::Instant::now().as_micros())
 }
 
-/// Core time as embassy time.
+/// Core time as embassy time, rounded up to the next tick. (`Instant::from_micros` rounds down:
+/// at a tick rate that does not divide 1 MHz, such as 32 768 Hz, a timer would then fire on the
+/// tick before the deadline, the core would find nothing due yet, and the runner would re-arm
+/// the same, already past, tick and busy-poll until the next one.)
 pub(crate) fn to_embassy(at: batch_core::Instant) -> embassy_time::Instant {
-    embassy_time::Instant::from_micros(at.as_micros())
+    const fn gcd(a: u64, b: u64) -> u64 {
+        if b == 0 { a } else { gcd(b, a % b) }
+    }
+    const GCD: u64 = gcd(embassy_time::TICK_HZ, 1_000_000);
+    const NUM: u64 = embassy_time::TICK_HZ / GCD;
+    const DEN: u64 = 1_000_000 / GCD;
+    let ticks = at.as_micros().checked_mul(NUM).map_or(u64::MAX, |t| t.div_ceil(DEN));
+    embassy_time::Instant::from_ticks(ticks)
 }

@@ -9,6 +9,7 @@
 
 mod boards;
 mod qemu;
+mod size;
 mod util;
 
 use std::process::{Command, ExitCode};
@@ -24,6 +25,7 @@ fn main() -> ExitCode {
         Some("test") => test(),
         Some("qemu") => qemu::qemu(args.iter().any(|a| a == "--broken")),
         Some("boards") => boards::boards(),
+        Some("size") => size::size(),
         Some("help" | "--help" | "-h") | None => {
             println!("{HELP}");
             Ok(())
@@ -45,6 +47,7 @@ commands:
   test      every check CI runs (installs missing rustup targets, QEMU, defmt-print)
   qemu      build and run the QEMU firmware (add --broken for the variant that must fail)
   boards    build the STM32F411 and ESP32-C3 examples
+  size      flash and RAM of the batcher (QEMU firmware; Markdown tables)
   help      this text";
 
 /// Counts what the test steps ran, for the closing summary line.
@@ -160,6 +163,23 @@ fn test() -> Result {
             )
         });
     }
+    let app = root.join("examples/telemetry-app");
+    t.step("telemetry-app (shared firmware code) host tests", |t| {
+        t.cargo_test(cargo(&app).args(["test", "--locked"]))
+    });
+    t.step("telemetry-app clippy for thumbv7em (+defmt)", |_| {
+        util::run(cargo(&app).args([
+            "clippy",
+            "--locked",
+            "--target",
+            "thumbv7em-none-eabihf",
+            "--features",
+            "defmt",
+            "--",
+            "-D",
+            "warnings",
+        ]))
+    });
     t.step("QEMU firmware (self-check passes)", |_| qemu::qemu(false));
     t.step("QEMU firmware, broken variant (must fail)", |_| match qemu::qemu(true) {
         Ok(()) => Err("the deliberately broken firmware passed its self-check".into()),

@@ -1,0 +1,43 @@
+//! `cargo xtask size`, without the batcher: the producer of `size-batcher` calling the same
+//! trivial handler directly, one item at a time. The difference between the two binaries is what
+//! batch-core and batch-embassy cost. It also runs in QEMU.
+#![no_std]
+#![no_main]
+
+use core::sync::atomic::{AtomicU32, Ordering};
+
+use cortex_m_rt::entry;
+use defmt::{info, unwrap};
+use embassy_executor::Spawner;
+use embassy_time::Timer;
+use firmware_qemu::rt;
+
+/// What the handler saw.
+static SINK: AtomicU32 = AtomicU32::new(0);
+
+/// The trivial handler work, the same in both binaries.
+fn handle(batch: &[u32]) {
+    for &x in batch {
+        SINK.fetch_add(core::hint::black_box(x), Ordering::Relaxed);
+    }
+}
+
+#[embassy_executor::task]
+async fn producer() {
+    for i in 0..1000 {
+        Timer::after_micros(100).await;
+        handle(&[i]);
+    }
+    info!("handled sum {=u32}", SINK.load(Ordering::Relaxed));
+    rt::exit_success()
+}
+
+#[entry]
+fn main() -> ! {
+    let peripherals = unwrap!(cortex_m::Peripherals::take());
+    rt::init(peripherals.SYST);
+    info!("size-baseline starting");
+    rt::start(|spawner: Spawner| {
+        spawner.spawn(unwrap!(producer()));
+    })
+}

@@ -1,0 +1,246 @@
+//! The self-check: compares the ledger with the batcher's metrics once everything has drained.
+
+use batch_embassy::{Metrics, Trigger};
+
+use crate::Plan;
+use crate::ledger::{Anomaly, Ledger};
+use crate::log::{log_error, log_info};
+use crate::reading::SENSORS;
+
+/// A counter that the ledger and the batcher's metrics both keep.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum Counter {
+    /// Readings produced (ledger) and accepted (metrics).
+    Accepted,
+    /// Readings delivered.
+    Delivered,
+    /// Readings dead-lettered.
+    DeadLettered,
+    /// Batches delivered.
+    BatchesDelivered,
+    /// Batches dead-lettered.
+    BatchesDeadLettered,
+    /// Failed attempts.
+    FailedAttempts,
+    /// Attempts (metrics: settled batches plus retries).
+    Attempts,
+}
+
+/// One thing the self-check found wrong.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum Failure {
+    /// A sensor task never finished its run.
+    SensorRunning {
+        /// The sensor.
+        sensor: u8,
+    },
+    /// A sensor produced another number of readings than its period and the run length give.
+    WrongProduction {
+        /// The sensor.
+        sensor: u8,
+        /// What it produced.
+        produced: u32,
+        /// What it should have.
+        expected: u32,
+    },
+    /// Not every reading of a sensor reached exactly one final outcome.
+    Unsettled {
+        /// The sensor.
+        sensor: u8,
+        /// Readings produced.
+        produced: u32,
+        /// Readings delivered.
+        delivered: u32,
+        /// Readings dead-lettered.
+        dead_lettered: u32,
+        /// The first reading that has not settled in order.
+        next_settle: u32,
+    },
+    /// Anomalies were recorded during the run.
+    Anomalies {
+        /// How many.
+        count: u32,
+        /// The first one.
+        first: Anomaly,
+    },
+    /// The metrics' item counts do not add up.
+    MetricsInconsistent,
+    /// Items are still buffered or in flight after the shutdown.
+    NotDrained {
+        /// Items buffered.
+        buffered: u64,
+        /// Items in flight.
+        in_flight: u64,
+    },
+    /// The ledger and the metrics disagree.
+    Mismatch {
+        /// On what.
+        counter: Counter,
+        /// The ledger's count.
+        ledger: u64,
+        /// The metrics' count.
+        metrics: u64,
+    },
+    /// No attempt was retried, so retries were not exercised.
+    NoRetries,
+    /// No batch was dead-lettered, so dead letters were not exercised.
+    NoDeadLetter,
+}
+
+/// Up to this many failures are kept; more are only counted.
+pub const MAX_FAILURES: usize = 12;
+
+/// What the self-check saw: the ledger, the batcher's metrics, and what it found wrong.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Report {
+    /// The ledger at the end of the run.
+    pub ledger: Ledger,
+    /// The batcher's metrics at the end of the run.
+    pub metrics: Metrics,
+    /// The failures, in the order checked (empty when the check passed).
+    pub failures: heapless::Vec<Failure, MAX_FAILURES>,
+    /// Failures beyond [`MAX_FAILURES`], not kept.
+    pub more_failures: u32,
+}
+
+impl Report {
+    /// Whether the self-check passed (found nothing wrong).
+    pub fn passed(&self) -> bool {
+        self.failures.is_empty() && self.more_failures == 0
+    }
+
+    fn fail(&mut self, failure: Failure) {
+        if self.failures.push(failure).is_err() {
+            self.more_failures = self.more_failures.saturating_add(1);
+        }
+    }
+
+    /// Logs the summary, then every failure, with defmt (nothing without the `defmt` feature).
+    pub fn log(&self) {
+        self.log_summary();
+        for failure in &self.failures {
+            log_error!("self-check: {}", failure);
+        }
+        if self.more_failures > 0 {
+            log_error!("self-check: and {=u32} more failures", self.more_failures);
+        }
+    }
+
+    /// Logs what happened: readings, batches, attempts, triggers, ages and waits.
+    pub fn log_summary(&self) {
+        let (ledger, m) = (&self.ledger, &self.metrics);
+        let produced = |i: usize| ledger.sensors.get(i).map_or(0, |s| s.produced);
+        log_info!(
+            "summary: produced {=u64} readings ({=str} {=u32}, {=str} {=u32}, {=str} {=u32}, {=str} {=u32}; {=u32} urgent), accepted {=u64}",
+            ledger.produced(),
+            SENSORS[0].name,
+            produced(0),
+            SENSORS[1].name,
+            produced(1),
+            SENSORS[2].name,
+            produced(2),
+            SENSORS[3].name,
+            produced(3),
+            ledger.sensors.iter().map(|s| s.urgent).sum::<u32>(),
+            m.accepted
+        );
+        log_info!(
+            "summary: delivered {=u64} readings in {=u64} batches, dead-lettered {=u64} readings in {=u64} batches",
+            m.delivered,
+            m.batches_delivered,
+            m.dead_lettered,
+            m.batches_dead_lettered
+        );
+        log_info!(
+            "summary: {=u32} attempts, {=u64} failed ({=u32} while the link was down), {=u64} retries",
+            ledger.attempts,
+            m.failed_attempts,
+            ledger.link_down_failures,
+            m.retries
+        );
+        let flushes = &m.flushes;
+        log_info!(
+            "summary: batches by trigger: size {=u64}, linger {=u64}, manual {=u64}, urgent {=u64}, close {=u64}, weight {=u64}",
+            flushes.get(Trigger::Size),
+            flushes.get(Trigger::Linger),
+            flushes.get(Trigger::Manual),
+            flushes.get(Trigger::Urgent),
+            flushes.get(Trigger::Close),
+            flushes.get(Trigger::Weight)
+        );
+        log_info!(
+            "summary: max item age {=u64} ms, longest producer wait (backpressure) {=u64} ms, rejected {=u64}, evicted {=u64}",
+            m.max_item_age.as_millis(),
+            ledger.max_wait_us() / 1000,
+            m.rejected,
+            m.evicted
+        );
+    }
+}
+
+/// Checks a finished run: every reading produced reached exactly one final outcome (delivered
+/// or dead-lettered), in order per sensor; each sensor produced what its period gives over
+/// `plan.run_for`; nothing anomalous happened; the metrics add up, are drained and agree with the
+/// ledger; and both retries and dead letters happened. [`Report::passed`] tells the verdict.
+pub fn check(ledger: &Ledger, metrics: &Metrics, plan: &Plan) -> Report {
+    let mut report =
+        Report { ledger: *ledger, metrics: *metrics, failures: heapless::Vec::new(), more_failures: 0 };
+    for (sensor, s) in SENSORS.iter().zip(&ledger.sensors) {
+        if !s.stopped {
+            report.fail(Failure::SensorRunning { sensor: sensor.id });
+        }
+        let expected = sensor.readings_in(plan.run_for);
+        if s.produced != expected {
+            report.fail(Failure::WrongProduction { sensor: sensor.id, produced: s.produced, expected });
+        }
+        if s.next_settle != s.produced || s.delivered + s.dead_lettered != s.produced {
+            report.fail(Failure::Unsettled {
+                sensor: sensor.id,
+                produced: s.produced,
+                delivered: s.delivered,
+                dead_lettered: s.dead_lettered,
+                next_settle: s.next_settle,
+            });
+        }
+    }
+    if let Some(first) = ledger.first_anomaly {
+        report.fail(Failure::Anomalies { count: ledger.anomalies, first });
+    }
+    if !metrics.is_consistent() {
+        report.fail(Failure::MetricsInconsistent);
+    }
+    if metrics.buffered != 0 || metrics.in_flight != 0 {
+        report.fail(Failure::NotDrained { buffered: metrics.buffered, in_flight: metrics.in_flight });
+    }
+    let pairs = [
+        (Counter::Accepted, ledger.produced(), metrics.accepted),
+        (Counter::Delivered, ledger.delivered(), metrics.delivered),
+        (Counter::DeadLettered, ledger.dead_lettered(), metrics.dead_lettered),
+        (Counter::BatchesDelivered, u64::from(ledger.batches_delivered), metrics.batches_delivered),
+        (
+            Counter::BatchesDeadLettered,
+            u64::from(ledger.batches_dead_lettered),
+            metrics.batches_dead_lettered,
+        ),
+        (Counter::FailedAttempts, u64::from(ledger.failed_attempts), metrics.failed_attempts),
+        (
+            Counter::Attempts,
+            u64::from(ledger.attempts),
+            metrics.batches_delivered + metrics.batches_dead_lettered + metrics.retries,
+        ),
+    ];
+    for (counter, ledger, metrics) in pairs {
+        if ledger != metrics {
+            report.fail(Failure::Mismatch { counter, ledger, metrics });
+        }
+    }
+    if metrics.retries == 0 {
+        report.fail(Failure::NoRetries);
+    }
+    if metrics.batches_dead_lettered == 0 || ledger.batches_dead_lettered == 0 {
+        report.fail(Failure::NoDeadLetter);
+    }
+    report
+}
