@@ -323,7 +323,7 @@ impl<T, Q: Queue<T>, S: Slots> BatchCore<T, Q, S> {
         }
         core.buffered_weight = core.total_weight_of_queue();
         while !core.slots.as_slice().is_empty() {
-            core.slots.swap_remove(0);
+            let _ = core.slots.pop();
         }
         Ok(core)
     }
@@ -512,7 +512,7 @@ impl<T, Q: Queue<T>, S: Slots> BatchCore<T, Q, S> {
         self.wake = true;
         match outcome {
             Outcome::Delivered => {
-                self.slots.swap_remove(index);
+                self.remove_slot(index);
                 self.counters.delivered += u64::from(slot.len);
                 self.counters.batches_delivered += 1;
                 self.counters.in_flight -= u64::from(slot.len);
@@ -521,7 +521,7 @@ impl<T, Q: Queue<T>, S: Slots> BatchCore<T, Q, S> {
             Outcome::Failed => {
                 self.counters.failed_attempts += 1;
                 if slot.attempt >= self.config.get_max_attempts() {
-                    self.slots.swap_remove(index);
+                    self.remove_slot(index);
                     self.counters.dead_lettered += u64::from(slot.len);
                     self.counters.batches_dead_lettered += 1;
                     self.counters.in_flight -= u64::from(slot.len);
@@ -586,7 +586,7 @@ impl<T, Q: Queue<T>, S: Slots> BatchCore<T, Q, S> {
     /// Returns the number of items, or `None` if `seq` is not in flight.
     pub fn abandon(&mut self, seq: u64) -> Option<usize> {
         let index = self.slots.as_slice().iter().position(|s| s.seq == seq)?;
-        let slot = self.slots.swap_remove(index);
+        let slot = self.remove_slot(index);
         self.counters.in_flight -= u64::from(slot.len);
         self.counters.returned += u64::from(slot.len);
         self.wake = true;
@@ -817,6 +817,21 @@ impl<T, Q: Queue<T>, S: Slots> BatchCore<T, Q, S> {
     // Internals
     // ----------------------------------------------------------------------------------------
 
+    /// Removes the in-flight record at `index` (the last record takes its place). Plain copies of
+    /// a small `Copy` record: no overlapping move, so no `memmove` in the firmware image.
+    fn remove_slot(&mut self, index: usize) -> InFlight {
+        let slots = self.slots.as_mut_slice();
+        let removed = slots[index];
+        let last = slots.len() - 1;
+        if index < last {
+            // Two disjoint `&mut`s: LLVM knows they do not overlap and copies without `memmove`.
+            let (head, tail) = slots.split_at_mut(last);
+            core::mem::swap(&mut head[index], &mut tail[0]);
+        }
+        let _ = self.slots.pop();
+        removed
+    }
+
     /// Acceptance index of the oldest buffered item (or of the next item, when empty).
     fn front_index(&self) -> u64 {
         self.counters.accepted - self.queue.len() as u64
@@ -925,7 +940,10 @@ const fn mul_hi(a: u64, b: u32) -> u64 {
 /// the dropped marks instead of growing with the backlog.
 #[derive(Clone, Copy, Debug)]
 struct Marks {
-    marks: [(u64, Instant); MARKS],
+    /// A ring: mark `i` (0 = the anchor) is at `ring[(head + i) % MARKS]`, so dropping old marks
+    /// moves nothing.
+    ring: [(u64, Instant); MARKS],
+    head: usize,
     count: usize,
 }
 
@@ -934,46 +952,50 @@ const MARKS: usize = 4;
 
 impl Marks {
     const fn new() -> Self {
-        Self { marks: [(0, Instant::ZERO); MARKS], count: 0 }
+        Self { ring: [(0, Instant::ZERO); MARKS], head: 0, count: 0 }
+    }
+
+    fn get(&self, i: usize) -> (u64, Instant) {
+        self.ring[(self.head + i) % MARKS]
     }
 
     /// The buffer was empty: `index` is the new oldest item.
     fn reset(&mut self, index: u64, at: Instant) {
-        self.marks[0] = (index, at);
+        self.head = 0;
+        self.ring[0] = (index, at);
         self.count = 1;
     }
 
     fn anchor(&self) -> Instant {
-        self.marks[0].1
+        self.get(0).1
     }
 
     fn last_index(&self) -> u64 {
-        self.marks[self.count.saturating_sub(1)].0
+        self.get(self.count.saturating_sub(1)).0
     }
 
     fn record(&mut self, index: u64, at: Instant) {
         if self.count == MARKS {
-            // Keep marks 0, 2, 4, ...: the anchor stays, the spacing of older marks doubles.
-            let mut kept = 0;
-            for i in (0..MARKS).step_by(2) {
-                self.marks[kept] = self.marks[i];
-                kept += 1;
-            }
-            self.count = kept;
+            // Keep marks 0 and 2: the anchor stays, the spacing of older marks doubles.
+            let (anchor, third) = (self.get(0), self.get(2));
+            self.ring[0] = anchor;
+            self.ring[1] = third;
+            self.head = 0;
+            self.count = 2;
         }
-        self.marks[self.count] = (index, at);
+        self.ring[(self.head + self.count) % MARKS] = (index, at);
         self.count += 1;
     }
 
     /// The oldest buffered item is now `front`: anchor it to the latest mark at or before it.
     fn advance_to(&mut self, front: u64) {
         let mut latest = 0;
-        while latest + 1 < self.count && self.marks[latest + 1].0 <= front {
+        while latest + 1 < self.count && self.get(latest + 1).0 <= front {
             latest += 1;
         }
-        let at = self.marks[latest].1;
-        self.marks.copy_within(latest..self.count, 0);
+        let at = self.get(latest).1;
+        self.head = (self.head + latest) % MARKS;
         self.count -= latest;
-        self.marks[0] = (front, at);
+        self.ring[self.head] = (front, at);
     }
 }

@@ -152,8 +152,8 @@ pub trait Slots {
     fn as_mut_slice(&mut self) -> &mut [InFlight];
     /// Adds a record, or hands it back when full.
     fn push(&mut self, slot: InFlight) -> Result<(), InFlight>;
-    /// Removes the record at `index` (order is not kept).
-    fn swap_remove(&mut self, index: usize) -> InFlight;
+    /// Removes the last record.
+    fn pop(&mut self) -> Option<InFlight>;
 }
 
 impl<const F: usize> Slots for heapless::Vec<InFlight, F> {
@@ -169,8 +169,8 @@ impl<const F: usize> Slots for heapless::Vec<InFlight, F> {
     fn push(&mut self, slot: InFlight) -> Result<(), InFlight> {
         heapless::Vec::push(self, slot)
     }
-    fn swap_remove(&mut self, index: usize) -> InFlight {
-        heapless::Vec::swap_remove(self, index)
+    fn pop(&mut self) -> Option<InFlight> {
+        heapless::Vec::pop(self)
     }
 }
 
@@ -279,8 +279,8 @@ mod alloc_impls {
                 Err(slot)
             }
         }
-        fn swap_remove(&mut self, index: usize) -> InFlight {
-            Vec::swap_remove(self, index)
+        fn pop(&mut self) -> Option<InFlight> {
+            Vec::pop(self)
         }
     }
 }

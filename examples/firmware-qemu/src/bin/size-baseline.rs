@@ -1,6 +1,10 @@
 //! `cargo xtask size`, without the batcher: the producer of `size-batcher` calling the same
 //! trivial handler directly, one item at a time. The difference between the two binaries is what
 //! batch-core and batch-embassy cost. It also runs in QEMU.
+//!
+//! Like any real firmware (the telemetry app included) it reads the clock and has a reachable
+//! panic, so the time driver's clock path and the panic handler's formatting code are in both
+//! binaries and the difference is only what the batcher brings.
 #![no_std]
 #![no_main]
 
@@ -22,11 +26,16 @@ fn handle(batch: &[u32]) {
     }
 }
 
+/// Readings by slot: a bounds-checked index, the reachable panic every firmware has.
+static SLOTS: [u32; 4] = [1, 2, 3, 4];
+
 #[embassy_executor::task]
 async fn producer() {
     for i in 0..1000 {
         Timer::after_micros(100).await;
-        handle(&[i]);
+        let stamp = embassy_time::Instant::now().as_micros() as u32;
+        let slot = SLOTS[core::hint::black_box(i as usize & 3) + usize::from(stamp == u32::MAX)];
+        handle(&[i + slot - slot]);
     }
     info!("handled sum {=u32}", SINK.load(Ordering::Relaxed));
     rt::exit_success()
