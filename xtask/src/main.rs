@@ -7,6 +7,7 @@
 //! - `size`: flash and RAM of the QEMU firmware and the batcher's share of it.
 //! - `bench`: run the benchmarks against the peers and write the report.
 
+mod bench;
 mod boards;
 mod qemu;
 mod size;
@@ -26,6 +27,7 @@ fn main() -> ExitCode {
         Some("qemu") => qemu::qemu(args.iter().any(|a| a == "--broken")),
         Some("boards") => boards::boards(),
         Some("size") => size::size(),
+        Some("bench") => bench::bench(&args[1..]),
         Some("help" | "--help" | "-h") | None => {
             println!("{HELP}");
             Ok(())
@@ -48,6 +50,7 @@ commands:
   qemu      build and run the QEMU firmware (add --broken for the variant that must fail)
   boards    build the STM32F411 and ESP32-C3 examples
   size      flash and RAM of the batcher (QEMU firmware; Markdown tables)
+  bench     batch-tokio against its peers; writes docs/bench/ (--smoke: quick check, writes nothing)
   help      this text";
 
 /// Counts what the test steps ran, for the closing summary line.
@@ -163,6 +166,9 @@ fn test() -> Result {
             )
         });
     }
+    t.step("bench smoke (every implementation delivers every item; no timing)", |_| {
+        bench::bench(&["--smoke".to_owned()])
+    });
     let app = root.join("examples/telemetry-app");
     t.step("telemetry-app (shared firmware code) host tests", |t| {
         t.cargo_test(cargo(&app).args(["test", "--locked"]))

@@ -1,0 +1,25 @@
+//! Bounded `tokio::sync::mpsc` + the futures-batch crate's `ChunksTimeout` (its timer is
+//! futures-timer's, on a thread of its own).
+
+use futures_batch::ChunksTimeout;
+use tokio_stream::StreamExt;
+use tokio_stream::wrappers::ReceiverStream;
+
+use super::{join_all, mpsc_per_item};
+use crate::workload::{Item, LINGER, Tally};
+
+/// Producers `send` per item; the consumer reads `Vec` chunks from `ChunksTimeout`.
+pub(super) async fn run<T: Item>(producers: usize, batch: usize, n: u64) -> Tally {
+    let (rx, tasks) = mpsc_per_item::<T>(producers, n);
+    let consumer = tokio::spawn(async move {
+        let mut tally = Tally::default();
+        let chunks = ChunksTimeout::new(ReceiverStream::new(rx), batch, LINGER);
+        tokio::pin!(chunks);
+        while let Some(chunk) = chunks.next().await {
+            tally.batch(&chunk);
+        }
+        tally
+    });
+    join_all(tasks).await;
+    consumer.await.expect("the consumer panicked")
+}
