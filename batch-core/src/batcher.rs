@@ -175,9 +175,10 @@ pub struct BatchCore<T, Q, S> {
     config: Config,
     /// The effective batch size (`max_batch`, or the capacity).
     max_batch: usize,
-    /// Pushes with `1 <= len <= fast_span` buffered items take the fast path: `max_batch - 2`
-    /// while open and unweighted, 0 otherwise.
-    fast_span: usize,
+    /// Pushes while `accepted < fast_until` take the fast path (append and count, nothing else):
+    /// until the batch fills, the buffer fills or an arrival mark is due. Set by the slow path;
+    /// reset by anything else that changes the buffer.
+    fast_until: u64,
     weigher: Option<fn(&T) -> u32>,
     /// Total weight of buffered items (only kept with a weigher).
     buffered_weight: u64,
@@ -340,7 +341,7 @@ impl<T, Q: Queue<T>, S: Slots> BatchCore<T, Q, S> {
             queue,
             slots,
             max_batch: config.max_batch_for(capacity),
-            fast_span: if weigher.is_some() { 0 } else { config.max_batch_for(capacity).saturating_sub(2) },
+            fast_until: 0,
             config,
             weigher,
             buffered_weight: 0,
@@ -415,9 +416,9 @@ impl<T, Q: Queue<T>, S: Slots> BatchCore<T, Q, S> {
     /// ```
     #[inline]
     pub fn push_with(&mut self, now: impl FnOnce() -> Instant, item: T) -> Result<Option<T>, PushError<T>> {
-        // Fast path: open, unweighted, and in the middle of a batch (neither the first item nor
-        // one that completes a batch): nothing changes but the buffer and one counter.
-        if self.queue.len().wrapping_sub(1) < self.fast_span {
+        // Fast path: open, unweighted, not the first item of a batch, not one that completes a
+        // batch, fills the buffer or needs an arrival mark: only the buffer and a counter change.
+        if self.counters.accepted < self.fast_until {
             match self.queue.push_back(item) {
                 Ok(()) => {
                     self.counters.accepted += 1;
@@ -426,7 +427,25 @@ impl<T, Q: Queue<T>, S: Slots> BatchCore<T, Q, S> {
                 Err(item) => return self.push_slow(now, item),
             }
         }
-        self.push_slow(now, item)
+        let result = self.push_slow(now, item);
+        self.refresh_fast();
+        result
+    }
+
+    /// Sets how far pushes may take the fast path from here (see `fast_until`).
+    fn refresh_fast(&mut self) {
+        let len = self.queue.len();
+        let fast = if self.closed || self.weigher.is_some() || len == 0 {
+            0
+        } else {
+            let to_full = self.queue.capacity().saturating_sub(len);
+            let to_batch = if len < self.max_batch { self.max_batch - 1 - len } else { usize::MAX };
+            let next_mark = self.marks.last_index() + self.max_batch as u64;
+            let to_mark =
+                usize::try_from(next_mark.saturating_sub(self.counters.accepted)).unwrap_or(usize::MAX);
+            to_full.min(to_batch).min(to_mark)
+        };
+        self.fast_until = self.counters.accepted.saturating_add(fast as u64);
     }
 
     /// Every push that may change more than the buffer and the count.
@@ -481,6 +500,54 @@ impl<T, Q: Queue<T>, S: Slots> BatchCore<T, Q, S> {
             self.wake = true;
         }
         Ok(evicted)
+    }
+
+    /// Pushes items from `items` in order, in tight runs wherever the fast path allows, until
+    /// `items` is exhausted (`None`) or the buffer is full under [`Overflow::Reject`]: then the
+    /// item that must wait is returned and the rest stay in `items`. Refused items go to
+    /// `refused`, evicted ones ([`Overflow::DropOldest`]) to `evicted`.
+    ///
+    /// ```
+    /// use batch_core::{Batcher, Config, Instant};
+    /// let mut b: Batcher<u32, 4> = Batcher::new(Config::new().max_batch(4));
+    /// let mut items = 0..10;
+    /// let held = b.push_many(|| Instant::ZERO, &mut items, |_| {}, |_| {});
+    /// assert_eq!((b.len(), held), (4, Some(4))); // full: item 4 waits, 5..10 untouched
+    /// assert_eq!(items.next(), Some(5));
+    /// ```
+    pub fn push_many(
+        &mut self,
+        now: impl Fn() -> Instant,
+        items: &mut impl Iterator<Item = T>,
+        mut refused: impl FnMut(PushError<T>),
+        mut evicted: impl FnMut(T),
+    ) -> Option<T> {
+        loop {
+            // A run of fast-path pushes: append only.
+            while self.counters.accepted < self.fast_until {
+                let item = items.next()?;
+                if let Err(item) = self.queue.push_back(item) {
+                    // Not reachable (the fast path implies room); take the slow path.
+                    self.fast_until = 0;
+                    match self.push_with(&now, item) {
+                        Ok(None) => {}
+                        Ok(Some(old)) => evicted(old),
+                        Err(e) => refused(e),
+                    }
+                    continue;
+                }
+                self.counters.accepted += 1;
+            }
+            let item = items.next()?;
+            if self.must_wait() {
+                return Some(item);
+            }
+            match self.push_with(&now, item) {
+                Ok(None) => {}
+                Ok(Some(old)) => evicted(old),
+                Err(e) => refused(e),
+            }
+        }
     }
 
     /// Accepts an item that cuts its batch at once (an alarm among telemetry): the batch holding
@@ -555,7 +622,7 @@ impl<T, Q: Queue<T>, S: Slots> BatchCore<T, Q, S> {
     /// without waiting for linger. Batches in flight finish, retries included. Idempotent.
     pub fn close(&mut self) {
         self.closed = true;
-        self.fast_span = 0;
+        self.fast_until = 0;
         self.wake = true;
     }
 
@@ -596,6 +663,7 @@ impl<T, Q: Queue<T>, S: Slots> BatchCore<T, Q, S> {
     /// Moves buffered items, oldest first, into `out` (as many as fit) for a shutdown that hit its
     /// deadline: they count as returned. Returns how many moved.
     pub fn take_buffered<B: BatchBuf<T>>(&mut self, out: &mut B) -> usize {
+        self.fast_until = 0;
         let mut moved = 0;
         while out.spare() > 0 {
             let Some(front) = self.queue.front() else {
@@ -630,31 +698,34 @@ impl<T, Q: Queue<T>, S: Slots> BatchCore<T, Q, S> {
             return None;
         }
         let mut trigger = self.trigger(now)?;
+        self.fast_until = 0;
         let room = self.max_batch.min(out.spare());
         let first = self.front_index();
         let max_weight = self.config.get_max_weight().map_or(u64::MAX, u64::from);
         let (mut len, mut weight) = (0usize, 0u64);
-        while len < room {
-            let Some(front) = self.queue.front() else {
-                break;
-            };
-            let w = self.weight_of(front);
-            if len > 0 && weight + w > max_weight {
-                if trigger == Trigger::Size {
-                    trigger = Trigger::Weight;
+        if self.weigher.is_none() {
+            // No weights to add up: move the whole batch at once.
+            len = room.min(self.queue.len());
+            out.extend_from(self.queue.drain_front(len));
+        } else {
+            while len < room {
+                let Some(front) = self.queue.front() else { break };
+                let w = self.weight_of(front);
+                if len > 0 && weight + w > max_weight {
+                    if trigger == Trigger::Size {
+                        trigger = Trigger::Weight;
+                    }
+                    break;
                 }
-                break;
+                let Some(item) = self.queue.pop_front() else { break };
+                if let Err(item) = out.push(item) {
+                    let restored = self.queue.push_front(item);
+                    debug_assert!(restored.is_ok(), "the slot it came from is free");
+                    break;
+                }
+                weight += w;
+                len += 1;
             }
-            let Some(item) = self.queue.pop_front() else {
-                break;
-            };
-            if let Err(item) = out.push(item) {
-                let restored = self.queue.push_front(item);
-                debug_assert!(restored.is_ok(), "the slot it came from is free");
-                break;
-            }
-            weight += w;
-            len += 1;
         }
         if len == 0 {
             return None;

@@ -49,6 +49,18 @@ pub trait Queue<T> {
     fn pop_front(&mut self) -> Option<T>;
     /// The oldest item.
     fn front(&self) -> Option<&T>;
+    /// Removes the `n` oldest items (fewer if it holds fewer), oldest first. Implementations
+    /// override it with a bulk move where they can.
+    fn drain_front(&mut self, n: usize) -> impl Iterator<Item = T> {
+        let mut left = n;
+        core::iter::from_fn(move || {
+            if left == 0 {
+                return None;
+            }
+            left -= 1;
+            self.pop_front()
+        })
+    }
 }
 
 impl<T, const N: usize> Queue<T> for heapless::Deque<T, N> {
@@ -92,6 +104,14 @@ pub trait BatchBuf<T> {
     fn spare(&self) -> usize;
     /// Appends an item, or hands it back when full.
     fn push(&mut self, item: T) -> Result<(), T>;
+    /// Appends every item of `items`, which the caller guarantees fit (`spare()` or fewer).
+    /// Implementations override it with a bulk append where they can.
+    fn extend_from(&mut self, items: impl Iterator<Item = T>) {
+        for item in items {
+            let pushed = self.push(item);
+            debug_assert!(pushed.is_ok(), "extend_from beyond spare()");
+        }
+    }
 }
 
 impl<T, const N: usize> BatchBuf<T> for heapless::Vec<T, N> {
@@ -242,6 +262,11 @@ mod alloc_impls {
         fn front(&self) -> Option<&T> {
             self.items.front()
         }
+        #[inline]
+        fn drain_front(&mut self, n: usize) -> impl Iterator<Item = T> {
+            let n = n.min(self.items.len());
+            self.items.drain(..n)
+        }
     }
 
     /// A `Vec` is filled up to the capacity it had when handed to the core; it never grows.
@@ -258,6 +283,10 @@ mod alloc_impls {
             } else {
                 Err(item)
             }
+        }
+        #[inline]
+        fn extend_from(&mut self, items: impl Iterator<Item = T>) {
+            self.extend(items);
         }
     }
 

@@ -970,3 +970,55 @@ fn every_config_error_names_its_field_in_its_message() {
 fn new_panics_on_an_invalid_config_at_run_time() {
     let _ = Batcher::<u32, 4>::new(Config::new().max_batch(0));
 }
+
+#[test]
+fn push_many_matches_pushing_one_by_one() {
+    // The bulk path must leave the core exactly as single pushes would: same batches, counters,
+    // evictions and refusals, across fast runs, batch boundaries, marks and a full buffer.
+    #[allow(clippy::trivially_copy_pass_by_ref, reason = "a weigher takes &T")]
+    fn weight(x: &u32) -> u32 {
+        *x % 7
+    }
+    for overflow in [batch_core::Overflow::Reject, batch_core::Overflow::DropOldest] {
+        for weighted in [false, true] {
+            let config = Config::new().max_batch(5).overflow(overflow);
+            let make = || -> batch_core::Batcher<u32, 16> {
+                if weighted {
+                    batch_core::Batcher::new_weighted(config.max_weight(12), weight)
+                } else {
+                    batch_core::Batcher::new(config)
+                }
+            };
+            let (mut one, mut many) = (make(), make());
+            let (mut evicted_one, mut evicted_many) = (Vec::new(), Vec::new());
+            let (mut refused_one, mut refused_many) = (Vec::new(), Vec::new());
+            let mut items = 0..40u32;
+            let held = many.push_many(
+                || at_ms(3),
+                &mut items,
+                |e| refused_many.push(e),
+                |old| evicted_many.push(old),
+            );
+            let mut held_one = None;
+            for item in 0..40u32 {
+                if one.must_wait() {
+                    held_one = Some(item);
+                    break;
+                }
+                match one.push(at_ms(3), item) {
+                    Ok(Some(old)) => evicted_one.push(old),
+                    Ok(None) => {}
+                    Err(e) => refused_one.push(e),
+                }
+            }
+            assert_eq!(held, held_one, "{overflow:?} weighted={weighted}");
+            assert_eq!(evicted_many, evicted_one);
+            assert_eq!(refused_many, refused_one);
+            assert_eq!(many.metrics(), one.metrics());
+            assert_eq!(many.poll_timeout(), one.poll_timeout());
+            let (mut a, mut b) = (batch_core::Batch::<u32, 16>::new(), batch_core::Batch::<u32, 16>::new());
+            let (fa, fb) = (many.poll_flush(at_ms(3), &mut a), one.poll_flush(at_ms(3), &mut b));
+            assert_eq!((fa, &a), (fb, &b));
+        }
+    }
+}
