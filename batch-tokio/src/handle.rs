@@ -87,7 +87,9 @@ impl<T> Drop for Batcher<T> {
 #[non_exhaustive]
 pub struct ShutdownReport<T> {
     /// Items not delivered nor dead-lettered when the deadline expired, oldest batches first.
-    /// Items of an attempt cut short may have reached the sink (at-least-once for those).
+    /// Items of an attempt cut short may have reached the sink (at-least-once for those). Also
+    /// what the worker held if it was dropped before it drained (its runtime shut down, or its
+    /// task was aborted): then `timed_out` may be false and the remainder still non-empty.
     pub remainder: Vec<T>,
     /// Whether the deadline expired before the drain finished.
     pub timed_out: bool,
@@ -182,8 +184,9 @@ impl<T> Batcher<T> {
         let mut refused = Vec::new();
         let mut evicted = Vec::new();
         loop {
-            let (wake, settled, waiting) = {
+            let (wake, callback, waiting) = {
                 let mut st = self.shared.lock();
+                let mut first_evicted = None;
                 while let Some(item) = held.take().or_else(|| items.next()) {
                     if st.core.must_wait() {
                         held = Some(item);
@@ -191,17 +194,20 @@ impl<T> Batcher<T> {
                     }
                     match st.core.push_with(|| self.shared.now(), item) {
                         Ok(None) => {}
-                        Ok(Some(old)) => evicted.push(old),
+                        Ok(Some(old)) => {
+                            first_evicted = first_evicted.or_else(|| Some(st.evicted_index()));
+                            evicted.push(old);
+                        }
                         Err(e) => refused.push(e),
                     }
                 }
                 let wake = st.core.poll_wake() && st.lane_needs_waking();
-                // An eviction is a final outcome: a flush may be waiting for those items.
-                let settled = !evicted.is_empty() && st.flush_waiters > 0;
+                // An eviction is final once `on_evict` has the item: a flush waits for that.
+                let callback = first_evicted.map(|first| st.callback_starts(&self.shared, first));
                 let waiting = held
                     .is_some()
                     .then(|| (Waiting::new(&self.shared, &mut st), self.shared.space.notified()));
-                (wake, settled, waiting)
+                (wake, callback, waiting)
             };
             if wake {
                 self.shared.work.notify_waiters();
@@ -209,9 +215,7 @@ impl<T> Batcher<T> {
             for old in evicted.drain(..) {
                 self.shared.evicted(old);
             }
-            if settled {
-                self.shared.settled.notify_waiters();
-            }
+            drop(callback);
             let Some((guard, room)) = waiting else {
                 return if refused.is_empty() { Ok(()) } else { Err(Rejected { items: refused }) };
             };
@@ -239,7 +243,7 @@ impl<T> Batcher<T> {
             let settled = self.shared.settled.notified();
             {
                 let mut st = self.shared.lock();
-                if st.core.is_flushed(token) || self.shared.finished.load(Ordering::Acquire) {
+                if st.is_flushed(token) || self.shared.finished.load(Ordering::Acquire) {
                     st.flush_waiters -= 1;
                     return;
                 }
@@ -341,8 +345,13 @@ impl<T> Batcher<T> {
         result: Result<Option<T>, PushError<T>>,
     ) -> Result<(), PushError<T>> {
         let wake = st.core.poll_wake() && st.lane_needs_waking();
-        // An eviction is a final outcome: a flush may be waiting for that item.
-        let settled = matches!(result, Ok(Some(_))) && st.flush_waiters > 0;
+        // An eviction is final once `on_evict` has the item: a flush waits for that.
+        let callback = if matches!(result, Ok(Some(_))) {
+            let first = st.evicted_index();
+            Some(st.callback_starts(&self.shared, first))
+        } else {
+            None
+        };
         drop(st);
         if wake {
             self.shared.work.notify_waiters();
@@ -351,9 +360,7 @@ impl<T> Batcher<T> {
             Ok(None) => Ok(()),
             Ok(Some(old)) => {
                 self.shared.evicted(old);
-                if settled {
-                    self.shared.settled.notify_waiters();
-                }
+                drop(callback);
                 Ok(())
             }
             Err(e) => Err(e),

@@ -46,6 +46,12 @@ pub(crate) struct State<T> {
     /// (`Some(Instant::MAX)`: waiting with no timer); `None` while it works.
     pub(crate) idle: Vec<Option<Instant>>,
     pub(crate) flush_waiters: usize,
+    /// Final outcomes the core has counted whose callback (`on_evict`, `on_error`) has not run
+    /// yet: the acceptance index of the (first) item each covers. Callbacks run outside the lock,
+    /// so without this a `flush` on another thread could return before the dead letter or
+    /// evicted item it waits for reached its callback. One entry per callback in progress (at
+    /// most one per producer and one per lane).
+    pub(crate) callbacks: Vec<u64>,
     /// Batches given back by lanes cut short by a shutdown deadline, with their seq: lanes
     /// give back in lane order, and the remainder lists them in seq order.
     pub(crate) given_back: Vec<(u64, Vec<T>)>,
@@ -65,6 +71,7 @@ impl<T> Shared<T> {
                 waiting_producers: 0,
                 idle: vec![None; lanes],
                 flush_waiters: 0,
+                callbacks: Vec::with_capacity(lanes + 4),
                 given_back: Vec::new(),
                 remainder: Vec::new(),
             }),
@@ -113,12 +120,52 @@ impl<T> Shared<T> {
 }
 
 impl<T> State<T> {
+    /// Whether every item accepted before `token` reached a final outcome, its callback included.
+    pub(crate) fn is_flushed(&self, token: batch_core::FlushToken) -> bool {
+        let before = token.items_before();
+        self.core.is_flushed(token) && !self.callbacks.iter().any(|&first| first < before)
+    }
+
+    /// Notes (lock held) a callback about to run for items from acceptance index `first` on;
+    /// dropping the guard after the callback (also if it panicked) clears the note.
+    pub(crate) fn callback_starts<'a>(&mut self, shared: &'a Shared<T>, first: u64) -> CallbackGuard<'a, T> {
+        self.callbacks.push(first);
+        CallbackGuard { shared, first }
+    }
+
+    /// The acceptance index of the item the last push evicted: it was the oldest buffered item,
+    /// and a push that evicts keeps the buffer's length while counting one more accepted item.
+    pub(crate) fn evicted_index(&self) -> u64 {
+        let m = self.core.metrics();
+        m.accepted - 1 - m.buffered
+    }
+
     /// After an input the core flagged (`poll_wake`): whether an idle lane must be woken, because
     /// a batch is due before the earliest timer an idle lane has armed. Busy lanes look at the
     /// core themselves when they finish, so pushes while every lane works wake nobody.
     pub(crate) fn lane_needs_waking(&self) -> bool {
         let Some(armed) = self.idle.iter().flatten().min() else { return false };
         self.core.next_cut().is_some_and(|due| due < *armed)
+    }
+}
+
+/// A final-outcome callback in progress (see [`State::callbacks`]).
+pub(crate) struct CallbackGuard<'a, T> {
+    shared: &'a Shared<T>,
+    first: u64,
+}
+
+impl<T> Drop for CallbackGuard<'_, T> {
+    fn drop(&mut self) {
+        let mut st = self.shared.lock();
+        if let Some(i) = st.callbacks.iter().position(|&f| f == self.first) {
+            st.callbacks.swap_remove(i);
+        }
+        let waiters = st.flush_waiters > 0;
+        drop(st);
+        if waiters {
+            self.shared.settled.notify_waiters();
+        }
     }
 }
 

@@ -75,17 +75,8 @@ impl Worker {
         let fut = async move {
             let _finish = finish;
             JoinAll { lanes: lanes.into_iter().map(Some).collect() }.await;
-            let mut st = shared.lock();
             if shared.aborted.load(Ordering::Acquire) {
-                let st = &mut *st;
-                // Oldest batches first, then the buffer.
-                st.given_back.sort_by_key(|(seq, _)| *seq);
-                for (_, mut items) in std::mem::take(&mut st.given_back) {
-                    st.remainder.append(&mut items);
-                }
-                let mut rest = Vec::with_capacity(st.core.len());
-                st.core.take_buffered(&mut rest);
-                st.remainder.append(&mut rest);
+                collect_remainder(&mut shared.lock());
             }
         };
         Self { fut: Box::pin(fut) }
@@ -99,11 +90,49 @@ struct FinishGuard<T>(Arc<Shared<T>>);
 
 impl<T> Drop for FinishGuard<T> {
     fn drop(&mut self) {
-        self.0.lock().core.close();
+        {
+            let mut st = self.0.lock();
+            st.core.close();
+            if !st.core.is_finished() || !st.given_back.is_empty() {
+                // Dropped before it drained (its runtime shut down, or its task was aborted):
+                // the lanes gave their batches back as they were dropped; hand everything held
+                // to the next `shutdown_timeout` rather than lose it silently.
+                collect_remainder(&mut st);
+            }
+        }
         self.0.finished.store(true, Ordering::Release);
         self.0.done.notify_waiters();
         self.0.settled.notify_waiters();
         self.0.space.notify_waiters();
+    }
+}
+
+/// Moves what a stopped worker still holds into the remainder: batches given back by lanes,
+/// oldest first, then the buffer. All of it counts as returned.
+fn collect_remainder<T>(st: &mut State<T>) {
+    st.given_back.sort_by_key(|(seq, _)| *seq);
+    for (_, mut items) in std::mem::take(&mut st.given_back) {
+        st.remainder.append(&mut items);
+    }
+    let mut rest = Vec::with_capacity(st.core.len());
+    st.core.take_buffered(&mut rest);
+    st.remainder.append(&mut rest);
+}
+
+/// A lane's batch buffer and the batch in it, if any. Dropped while it holds a batch (the worker
+/// dropped mid-attempt or mid-backoff, with its runtime), it gives the batch back as a shutdown
+/// deadline does, so that its items reach the remainder instead of vanishing.
+struct LaneBuf<T> {
+    shared: Arc<Shared<T>>,
+    buf: Arc<Vec<T>>,
+    holding: Option<u64>,
+}
+
+impl<T> Drop for LaneBuf<T> {
+    fn drop(&mut self) {
+        if let Some(seq) = self.holding.take() {
+            give_back(&self.shared, seq, &mut self.buf);
+        }
     }
 }
 
@@ -148,7 +177,11 @@ where
     T: Send + Sync + 'static,
     H: Handler<T>,
 {
-    let mut buf: Arc<Vec<T>> = Arc::new(Vec::with_capacity(cfg.max_batch));
+    let mut lane_buf = LaneBuf {
+        shared: Arc::clone(&shared),
+        buf: Arc::new(Vec::with_capacity(cfg.max_batch)),
+        holding: None,
+    };
     // One timer per lane, re-armed only when a batch is due earlier than it fires (quinn's
     // pattern): most batches are cut by size long before their linger deadline, so most never
     // touch the timer wheel.
@@ -157,13 +190,18 @@ where
     loop {
         let flush = match next.take() {
             Some(flush) => flush,
-            None => match next_batch(&shared, &mut buf, cfg.max_batch, id, &mut timer).await {
+            None => match next_batch(&shared, &mut lane_buf.buf, cfg.max_batch, id, &mut timer).await {
                 Some(flush) => flush,
                 None => return,
             },
         };
         tracing::trace!(seq = flush.seq, len = flush.len, trigger = flush.trigger.name(), "batch cut");
-        match run_batch(&shared, &*handler, flush, &mut buf, cfg).await {
+        // No `.await` between the cut and here, nor between the end of `run_batch` and the
+        // next cut: `holding` is exact at every point where the lane can be dropped.
+        lane_buf.holding = Some(flush.seq);
+        let after = run_batch(&shared, &*handler, flush, &mut lane_buf.buf, cfg).await;
+        lane_buf.holding = None;
+        match after {
             After::Next(cut) => next = cut,
             After::Aborted => return,
         }
@@ -312,11 +350,14 @@ where
         let outcome = if result.is_ok() { Outcome::Delivered } else { Outcome::Failed };
         // One critical section completes this batch and, when it was delivered, cuts the next:
         // half the lock traffic per batch.
-        let (completion, next) = {
+        let (completion, next, callback) = {
             let mut st = shared.lock();
             let now = shared.now();
             let c = st.core.handle_completion(now, flush.seq, outcome);
             let _ = st.core.poll_wake();
+            // A dead letter is final once `on_error` has it: a flush waits for that.
+            let callback = matches!(c, Some(Completion::DeadLettered { .. }))
+                .then(|| st.callback_starts(shared, flush.first_item));
             if st.flush_waiters > 0 {
                 shared.settled.notify_waiters();
             }
@@ -327,7 +368,7 @@ where
             if cfg.lanes > 1 && st.idle.iter().any(Option::is_some) {
                 shared.work.notify_waiters();
             }
-            (c, next)
+            (c, next, callback)
         };
         match (completion, result) {
             (Some(Completion::Delivered { .. }), _) => return After::Next(next),
@@ -350,6 +391,7 @@ where
                 } else {
                     tracing::error!(seq = flush.seq, attempts, len, %error, "batch dead-lettered (no error callback)");
                 }
+                drop(callback);
                 return After::Next(None);
             }
             (completion, _) => {
@@ -385,7 +427,8 @@ async fn wait_retry<T>(shared: &Shared<T>, seq: u64) -> Option<u32> {
     }
 }
 
-/// A shutdown deadline expired while this lane held batch `seq`: hand its items back.
+/// A shutdown deadline expired (or the worker was dropped) while this lane held batch `seq`:
+/// hand its items back.
 fn give_back<T>(shared: &Shared<T>, seq: u64, buf: &mut Arc<Vec<T>>) {
     let mut st = shared.lock();
     let _ = st.core.abandon(seq);

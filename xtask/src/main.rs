@@ -6,11 +6,13 @@
 //! - `boards`: build the STM32F411 and ESP32-C3 examples.
 //! - `size`: flash and RAM of the QEMU firmware and the batcher's share of it.
 //! - `bench`: run the benchmarks against the peers and write the report.
+//! - `soak [ITEMS]`: a long batch-tokio run that checks accounting and RSS (not in CI).
 
 mod bench;
 mod boards;
 mod qemu;
 mod size;
+mod soak;
 mod util;
 
 use std::process::{Command, ExitCode};
@@ -28,6 +30,7 @@ fn main() -> ExitCode {
         Some("boards") => boards::boards(),
         Some("size") => size::size(),
         Some("bench") => bench::bench(&args[1..]),
+        Some("soak") => soak::soak(&args[1..]),
         Some("help" | "--help" | "-h") | None => {
             println!("{HELP}");
             Ok(())
@@ -51,6 +54,7 @@ commands:
   boards    build the STM32F411 and ESP32-C3 examples
   size      flash and RAM of the batcher (QEMU firmware; Markdown tables)
   bench     batch-tokio against its peers; writes docs/bench/ (--smoke: quick check, writes nothing)
+  soak      long run of batch-tokio (10^8 items by default) checking accounting and RSS growth
   help      this text";
 
 /// Counts what the test steps ran, for the closing summary line.
