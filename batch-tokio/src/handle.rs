@@ -186,21 +186,21 @@ impl<T> Batcher<T> {
         loop {
             let (wake, callback, waiting) = {
                 let mut st = self.shared.lock();
-                let mut first_evicted = None;
-                while let Some(item) = held.take().or_else(|| items.next()) {
-                    if st.core.must_wait() {
-                        held = Some(item);
-                        break;
-                    }
-                    match st.core.push_with(|| self.shared.now(), item) {
-                        Ok(None) => {}
-                        Ok(Some(old)) => {
-                            first_evicted = first_evicted.or_else(|| Some(st.evicted_index()));
-                            evicted.push(old);
-                        }
-                        Err(e) => refused.push(e),
-                    }
-                }
+                // Evictions take the oldest items in order and nothing else moves the front while
+                // we hold the lock: the first item evicted here is the current oldest.
+                let evicted_before = evicted.len();
+                let front = {
+                    let m = st.core.metrics();
+                    m.accepted - m.buffered
+                };
+                let mut source = held.take().into_iter().chain(&mut items);
+                held = st.core.push_many(
+                    || self.shared.now(),
+                    &mut source,
+                    |e| refused.push(e),
+                    |old| evicted.push(old),
+                );
+                let first_evicted = (evicted.len() > evicted_before).then_some(front);
                 let wake = st.core.poll_wake() && st.lane_needs_waking();
                 // An eviction is final once `on_evict` has the item: a flush waits for that.
                 let callback = first_evicted.map(|first| st.callback_starts(&self.shared, first));
@@ -333,7 +333,7 @@ impl<T> Batcher<T> {
     }
 
     #[inline]
-    fn push_locked(&self, mut st: std::sync::MutexGuard<'_, State<T>>, item: T) -> Result<(), PushError<T>> {
+    fn push_locked(&self, mut st: crate::shared::Guard<'_, State<T>>, item: T) -> Result<(), PushError<T>> {
         let result = st.core.push_with(|| self.shared.now(), item);
         self.finish_push(st, result)
     }
@@ -341,7 +341,7 @@ impl<T> Batcher<T> {
     #[inline]
     fn finish_push(
         &self,
-        mut st: std::sync::MutexGuard<'_, State<T>>,
+        mut st: crate::shared::Guard<'_, State<T>>,
         result: Result<Option<T>, PushError<T>>,
     ) -> Result<(), PushError<T>> {
         let wake = st.core.poll_wake() && st.lane_needs_waking();

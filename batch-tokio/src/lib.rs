@@ -31,10 +31,13 @@
 //!
 //! # Design notes
 //!
-//! - Producers push straight into the core under one `std::sync::Mutex` held for a few dozen
-//!   nanoseconds: no channel send and no allocation per item, and the worker is woken only when
-//!   the core says a batch became due (about once per batch). An async lock (`async-lock`) is not
-//!   needed because the lock is never held across an `.await`; a blocking mutex is faster here.
+//! - Producers push straight into the core under one short-held lock: no channel send and no
+//!   allocation per item, and a lane is woken only when the core says a batch became due and no
+//!   lane is already on its way (about once per batch at most). An async lock (`async-lock`) is
+//!   not needed because the lock is never held across an `.await`; a blocking lock is faster.
+//!   It is `parking_lot::Mutex` rather than `std::sync::Mutex`: with four producers on two
+//!   worker threads, per-item `add` ran 2-3x faster with it (it spins briefly before parking a
+//!   thread; the std lock parked threads that then paid a context switch each).
 //! - Wake-ups use `tokio::sync::Notify` (part of tokio, which this crate needs anyway for timers)
 //!   rather than `event-listener`/`async-lock`; `futures-lite` provides `catch_unwind`, so a
 //!   panicking handler fails its attempt instead of the worker.
