@@ -208,9 +208,6 @@ where
     }
 }
 
-/// How many times an idle lane yields while a batch fills before it parks.
-const SPINS: u32 = 8;
-
 /// A lane's linger timer and the core instant it is armed for.
 struct LaneTimer {
     sleep: Pin<Box<tokio::time::Sleep>>,
@@ -239,11 +236,10 @@ async fn next_batch<T>(
     id: usize,
     timer: &mut LaneTimer,
 ) -> Option<Flush> {
-    let mut spins = 0;
     loop {
         let work = shared.work.notified();
         let abort = shared.abort.notified();
-        let spin = {
+        {
             let mut st = shared.lock();
             st.idle[id] = None;
             if shared.aborted.load(Ordering::Acquire) {
@@ -261,20 +257,8 @@ async fn next_batch<T>(
             if st.waiting_producers > 0 {
                 shared.space.notify_waiters();
             }
-            // A batch is filling up: under load it completes within microseconds, so yield a few
-            // times before parking (parking and waking a worker thread costs far more).
-            if spins < SPINS && !st.core.is_empty() && st.waiting_producers == 0 {
-                spins += 1;
-                true
-            } else {
-                timer.arm(shared, st.core.next_cut(), now);
-                st.idle[id] = Some(timer.armed.filter(|&at| at > now).unwrap_or(Instant::MAX));
-                false
-            }
-        };
-        if spin {
-            tokio::task::yield_now().await;
-            continue;
+            timer.arm(shared, st.core.next_cut(), now);
+            st.idle[id] = Some(timer.armed.filter(|&at| at > now).unwrap_or(Instant::MAX));
         }
         let armed = timer.armed.is_some();
         tokio::select! {
