@@ -1,8 +1,8 @@
 //! State shared by the handles and the worker.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize};
-use std::sync::Arc;
 use parking_lot::{Mutex, MutexGuard};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize};
 
 /// The state lock's guard.
 pub(crate) type Guard<'a, S> = MutexGuard<'a, S>;
