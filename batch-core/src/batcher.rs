@@ -360,6 +360,7 @@ impl<T, Q: Queue<T>, S: Slots> BatchCore<T, Q, S> {
                 dead_lettered: 0,
                 evicted: 0,
                 returned: 0,
+                abandoned: 0,
                 buffered: 0,
                 in_flight: 0,
                 retries: 0,
@@ -376,6 +377,7 @@ impl<T, Q: Queue<T>, S: Slots> BatchCore<T, Q, S> {
                     close: 0,
                 },
                 max_item_age: Duration::ZERO,
+                panics: 0,
             },
             _items: PhantomData,
         }
@@ -660,6 +662,39 @@ impl<T, Q: Queue<T>, S: Slots> BatchCore<T, Q, S> {
         Some(slot.len as usize)
     }
 
+    /// Like [`abandon`](Self::abandon), for a batch whose items the driver cannot hand back by
+    /// value (a handler still holds them): they count as abandoned, not returned. Returns the
+    /// number of items, or `None` if `seq` is not in flight.
+    ///
+    /// ```
+    /// use batch_core::{Batch, Batcher, Config, Instant};
+    /// let mut b: Batcher<u8, 4> = Batcher::new(Config::new().max_batch(1));
+    /// b.push(Instant::ZERO, 1).unwrap();
+    /// let f = b.poll_flush(Instant::ZERO, &mut Batch::<u8, 4>::new()).unwrap();
+    /// assert_eq!(b.abandon_held(f.seq), Some(1));
+    /// let m = b.metrics();
+    /// assert_eq!((m.abandoned, m.returned, m.in_flight), (1, 0, 0));
+    /// assert!(m.is_consistent());
+    /// ```
+    pub fn abandon_held(&mut self, seq: u64) -> Option<usize> {
+        let index = self.slots.as_slice().iter().position(|s| s.seq == seq)?;
+        let slot = self.remove_slot(index);
+        self.counters.in_flight -= u64::from(slot.len);
+        self.counters.abandoned += u64::from(slot.len);
+        self.wake = true;
+        Some(slot.len as usize)
+    }
+
+    /// Counts a panic in user code that the driver caught ([`Metrics::panics`]).
+    pub fn note_panic(&mut self) {
+        self.counters.panics += 1;
+    }
+
+    /// The sequence numbers of the batches in flight, in no particular order.
+    pub fn in_flight_seqs(&self) -> impl Iterator<Item = u64> + '_ {
+        self.slots.as_slice().iter().map(|s| s.seq)
+    }
+
     /// Moves buffered items, oldest first, into `out` (as many as fit) for a shutdown that hit its
     /// deadline: they count as returned. Returns how many moved.
     pub fn take_buffered<B: BatchBuf<T>>(&mut self, out: &mut B) -> usize {
@@ -678,9 +713,10 @@ impl<T, Q: Queue<T>, S: Slots> BatchCore<T, Q, S> {
                 debug_assert!(restored.is_ok(), "the slot it came from is free");
                 break;
             }
-            self.buffered_weight -= w;
+            self.buffered_weight = self.buffered_weight.saturating_sub(w);
             moved += 1;
         }
+        self.settle_weight();
         self.counters.returned += moved as u64;
         self.reanchor();
         moved
@@ -730,7 +766,8 @@ impl<T, Q: Queue<T>, S: Slots> BatchCore<T, Q, S> {
         if len == 0 {
             return None;
         }
-        self.buffered_weight -= weight;
+        self.buffered_weight = self.buffered_weight.saturating_sub(weight);
+        self.settle_weight();
         let seq = self.next_seq;
         self.next_seq += 1;
         let slot = InFlight { seq, first, len: len as u32, attempt: 1, phase: Phase::Running };
@@ -930,6 +967,15 @@ impl<T, Q: Queue<T>, S: Slots> BatchCore<T, Q, S> {
         total
     }
 
+    /// The weigher is user code and may answer differently at the cut than at the push: the
+    /// total saturates instead of underflowing, and an empty buffer resets it to exactly zero, so
+    /// a wrong answer skews at most the batches cut while those items are buffered.
+    fn settle_weight(&mut self) {
+        if self.queue.len() == 0 {
+            self.buffered_weight = 0;
+        }
+    }
+
     fn over_weight(&self) -> bool {
         self.config.get_max_weight().is_some_and(|max| self.buffered_weight > u64::from(max))
     }
@@ -960,7 +1006,8 @@ impl<T, Q: Queue<T>, S: Slots> BatchCore<T, Q, S> {
 
     fn evict_front(&mut self) -> Option<T> {
         let old = self.queue.pop_front()?;
-        self.buffered_weight -= self.weight_of(&old);
+        self.buffered_weight = self.buffered_weight.saturating_sub(self.weight_of(&old));
+        self.settle_weight();
         self.counters.evicted += 1;
         self.reanchor();
         Some(old)

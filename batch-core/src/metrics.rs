@@ -111,9 +111,10 @@ impl FlushCounts {
 }
 
 /// A snapshot of a batcher's counters. Item counts obey
-/// `accepted = delivered + dead_lettered + evicted + returned + buffered + in_flight`
-/// at every moment ([`Metrics::is_consistent`]); `returned` (items handed back by a shutdown
-/// that hit its deadline) is zero unless that happens, which gives DESIGN.md's identity.
+/// `accepted = delivered + dead_lettered + evicted + returned + abandoned + buffered + in_flight`
+/// at every moment ([`Metrics::is_consistent`]); `returned` and `abandoned` (items a shutdown
+/// that hit its deadline handed back, or could not hand back) are zero unless that happens, which
+/// gives DESIGN.md's identity.
 ///
 /// ```
 /// use batch_core::Metrics;
@@ -135,6 +136,10 @@ pub struct Metrics {
     pub evicted: u64,
     /// Items handed back undelivered by a shutdown that hit its deadline.
     pub returned: u64,
+    /// Items of batches a handler still held when a shutdown deadline expired (a clone kept by
+    /// a detached task, a handler blocked in its thread): they could not be handed back by value
+    /// and may or may not have reached the sink. Never counted as returned.
+    pub abandoned: u64,
     /// Items waiting in the buffer.
     pub buffered: u64,
     /// Items in batches that are with the handler or waiting to retry.
@@ -153,6 +158,9 @@ pub struct Metrics {
     pub flushes: FlushCounts,
     /// The largest age of a batch's oldest item when the batch was cut.
     pub max_item_age: Duration,
+    /// Panics in user code (handler, callbacks, weigher, an item's `Drop`) that the adapter
+    /// caught and contained. Always 0 where a panic aborts (firmware).
+    pub panics: u64,
 }
 
 impl Metrics {
@@ -163,12 +171,14 @@ impl Metrics {
                 + self.dead_lettered
                 + self.evicted
                 + self.returned
+                + self.abandoned
                 + self.buffered
                 + self.in_flight
     }
 
-    /// Items that have reached a final outcome (delivered, dead-lettered, evicted or returned).
+    /// Items that have reached a final outcome (delivered, dead-lettered, evicted, returned or
+    /// abandoned).
     pub const fn settled(&self) -> u64 {
-        self.delivered + self.dead_lettered + self.evicted + self.returned
+        self.delivered + self.dead_lettered + self.evicted + self.returned + self.abandoned
     }
 }

@@ -245,6 +245,42 @@ fn too_heavy_item_is_rejected_and_returned() {
     assert_eq!((m.accepted, m.rejected), (1, 1));
 }
 
+/// A weigher that answers 1 the first time it sees each item and 9 afterwards: user code that
+/// weighs differently at the cut than at the push.
+fn lying_weight(item: &u32) -> u32 {
+    use std::sync::Mutex;
+    static SEEN: Mutex<Vec<u32>> = Mutex::new(Vec::new());
+    let mut seen = SEEN.lock().unwrap();
+    if seen.contains(item) {
+        9
+    } else {
+        seen.push(*item);
+        1
+    }
+}
+
+#[test]
+fn a_weigher_that_changes_its_answer_cannot_underflow_the_weight_or_disable_linger() {
+    let core: Batcher<u32, 8> =
+        Batcher::try_new_weighted(Config::new().linger(ms(10)).max_weight(100), lying_weight).expect("valid");
+    let mut sim = Sim::with_core(core, Some(Box::new(deliver_after(ms(1)))));
+    // Pushed at weight 1 each, cut at weight 9 each: the total would go below zero.
+    for i in 1000..1003 {
+        sim.push(i).unwrap();
+    }
+    sim.flush();
+    sim.run_until_idle();
+    assert_eq!(sim.cuts.len(), 1);
+    // The total recovered: a lone light item waits for linger, as it must, and is cut by it.
+    sim.push(2000).unwrap();
+    let deadline = sim.core.poll_timeout().expect("a linger deadline is set");
+    assert_eq!(deadline, sim.now + ms(10));
+    sim.run_until_idle();
+    assert_eq!(sim.cuts.len(), 2);
+    assert_eq!(sim.cuts[1].flush.trigger, Trigger::Linger, "not an endless weight trigger");
+    assert!(sim.metrics().is_consistent());
+}
+
 // -------------------------------------------------------------------------------------------
 // 2. Order
 // -------------------------------------------------------------------------------------------
