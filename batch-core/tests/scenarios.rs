@@ -247,6 +247,7 @@ fn too_heavy_item_is_rejected_and_returned() {
 
 /// A weigher that answers 1 the first time it sees each item and 9 afterwards: user code that
 /// weighs differently at the cut than at the push.
+#[allow(clippy::trivially_copy_pass_by_ref, reason = "a weigher is `fn(&T) -> u32`")]
 fn lying_weight(item: &u32) -> u32 {
     use std::sync::Mutex;
     static SEEN: Mutex<Vec<u32>> = Mutex::new(Vec::new());
