@@ -8,13 +8,11 @@
 #![no_std]
 #![no_main]
 
-use core::sync::atomic::{AtomicU32, Ordering};
-
-use cortex_m_rt::entry;
 use defmt::{info, unwrap};
 use embassy_executor::Spawner;
 use embassy_time::Timer;
-use firmware_qemu::rt;
+use firmware_qemu::rt::{self, entry};
+use portable_atomic::{AtomicU32, Ordering};
 
 /// What the handler saw.
 static SINK: AtomicU32 = AtomicU32::new(0);
@@ -41,10 +39,10 @@ async fn producer() {
     rt::exit_success()
 }
 
+/// The reset entry point.
 #[entry]
 fn main() -> ! {
-    let peripherals = unwrap!(cortex_m::Peripherals::take());
-    rt::init(peripherals.SYST);
+    rt::init();
     info!("size-baseline starting");
     rt::start(|spawner: Spawner| {
         spawner.spawn(unwrap!(producer()));

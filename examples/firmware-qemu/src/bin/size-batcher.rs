@@ -5,15 +5,13 @@
 #![no_std]
 #![no_main]
 
-use core::sync::atomic::{AtomicU32, Ordering};
-
 use batch_embassy::{BatchInfo, Batcher, Config};
-use cortex_m_rt::entry;
 use defmt::{info, unwrap};
 use embassy_executor::Spawner;
 use embassy_sync::blocking_mutex::raw::CriticalSectionRawMutex;
 use embassy_time::Timer;
-use firmware_qemu::rt;
+use firmware_qemu::rt::{self, entry};
+use portable_atomic::{AtomicU32, Ordering};
 
 /// The batcher whose size `cargo xtask size` reads from the ELF's symbol table.
 static BATCHER: Batcher<CriticalSectionRawMutex, u32, 64> = Batcher::new(Config::new().max_batch(16));
@@ -48,10 +46,10 @@ async fn runner() {
     runner.run().await;
 }
 
+/// The reset entry point.
 #[entry]
 fn main() -> ! {
-    let peripherals = unwrap!(cortex_m::Peripherals::take());
-    rt::init(peripherals.SYST);
+    rt::init();
     info!("size-batcher starting");
     rt::start(|spawner: Spawner| {
         spawner.spawn(unwrap!(producer()));

@@ -13,10 +13,9 @@
 #![no_std]
 #![no_main]
 
-use cortex_m_rt::entry;
 use defmt::{error, info, unwrap};
 use embassy_executor::Spawner;
-use firmware_qemu::rt;
+use firmware_qemu::rt::{self, entry};
 use telemetry_app::{PLAN, SENSORS, Sensor, Telemetry};
 
 /// The application: the batcher, the ledger and the sensors' done signal.
@@ -60,10 +59,10 @@ async fn replay() {
     unwrap!(APP.readings().add(old).await);
 }
 
+/// The reset entry point.
 #[entry]
 fn main() -> ! {
-    let peripherals = unwrap!(cortex_m::Peripherals::take());
-    rt::init(peripherals.SYST);
+    rt::init();
     info!(
         "telemetry firmware starting: {=usize} sensors, batches of up to {=usize}, buffer of {=usize} readings",
         SENSORS.len(),
