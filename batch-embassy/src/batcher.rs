@@ -2,45 +2,142 @@
 
 use core::cell::RefCell;
 use core::future::poll_fn;
-use core::task::{Context, Poll};
+use core::pin::Pin;
+use core::task::{Poll, Waker};
 
 use batch_core::{Config, ConfigError, Metrics, PushError};
 use embassy_sync::blocking_mutex::Mutex;
 use embassy_sync::blocking_mutex::raw::RawMutex;
-use embassy_sync::waitqueue::MultiWakerRegistration;
+use embassy_time::Timer;
 
 use crate::handler::Handler;
 use crate::runner::Runner;
-
-/// Producers or flush callers that can wait at once before all are woken to re-register
-/// (more are still served: a full registry wakes everyone, nobody is lost).
-const WAITERS: usize = 4;
+use crate::wait::{Chain, Link};
 
 pub(crate) struct State<T, const N: usize, const F: usize> {
     pub(crate) core: batch_core::Batcher<T, N, F>,
-    /// Runners waiting for a batch, a retry deadline or a resume.
-    pub(crate) runners: MultiWakerRegistration<F>,
-    /// Producers waiting for room.
-    pub(crate) producers: MultiWakerRegistration<WAITERS>,
-    /// `flush` and `shutdown` callers waiting for outcomes.
-    pub(crate) settled: MultiWakerRegistration<WAITERS>,
+    /// Every waiting future: producers, `flush` and `shutdown` callers, runners.
+    pub(crate) chain: Chain,
+    /// The batches runners hold, by sequence number.
+    pub(crate) flights: heapless::Vec<Flight, F>,
+    /// A shutdown deadline passed: the batches in flight were given up and runners stop.
+    pub(crate) aborted: bool,
+}
+
+/// A batch a runner holds.
+pub(crate) struct Flight {
+    pub(crate) seq: u64,
+    /// The runner's task while an attempt runs (woken when the batch is given up).
+    pub(crate) task: Option<Waker>,
+    /// Whether the runner is inside its handler's `poll` right now.
+    pub(crate) polling: bool,
 }
 
 impl<T, const N: usize, const F: usize> State<T, N, F> {
-    /// Wakes the runners if the core asks for it.
-    pub(crate) fn wake_runners(&mut self) {
+    /// Wakes the waiters if the core reports a change that may concern them.
+    pub(crate) fn settle(&mut self) {
         if self.core.poll_wake() {
-            self.runners.wake();
+            self.chain.notify();
         }
     }
+
+    /// Whether `waker`'s task is inside one of this batcher's handlers (a re-entrant call,
+    /// which must not wait for that handler's own batch).
+    pub(crate) fn reentrant(&self, waker: &Waker) -> bool {
+        self.flights.iter().any(|f| f.polling && f.task.as_ref().is_some_and(|t| t.will_wake(waker)))
+    }
+
+    pub(crate) fn flight(&mut self, seq: u64) -> Option<&mut Flight> {
+        self.flights.iter_mut().find(|f| f.seq == seq)
+    }
+
+    /// Gives up every batch in flight (a shutdown deadline passed): they count as returned, and
+    /// their runners are woken to hand them back. Returns how many items they hold.
+    pub(crate) fn abort(&mut self) -> usize {
+        self.aborted = true;
+        let mut held = 0;
+        while let Some(flight) = self.flights.pop() {
+            held += self.core.abandon(flight.seq).unwrap_or(0);
+            if let Some(task) = flight.task {
+                task.wake();
+            }
+        }
+        self.settle();
+        self.chain.notify();
+        held
+    }
+
+    /// Forgets the batch `seq` (final, or given up); whether it was held.
+    pub(crate) fn land(&mut self, seq: u64) -> bool {
+        match self.flights.iter().position(|f| f.seq == seq) {
+            Some(i) => {
+                self.flights.swap_remove(i);
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+/// What a waiting future does after looking at the state.
+pub(crate) enum Step<R> {
+    /// Done.
+    Ready(R),
+    /// Wait for a change, or until the instant.
+    Wait(Option<embassy_time::Instant>),
+}
+
+/// A waiter's place in the chain, passed on when the waiting future is dropped.
+struct Node<'a, M: RawMutex, T, const N: usize, const F: usize> {
+    batcher: &'a Batcher<M, T, N, F>,
+    link: Link,
+}
+
+impl<M: RawMutex, T, const N: usize, const F: usize> Drop for Node<'_, M, T, N, F> {
+    fn drop(&mut self) {
+        if self.link.keeps_waker() {
+            self.batcher.with(|st| self.link.leave(&mut st.chain));
+        }
+    }
+}
+
+/// How [`Batcher::shutdown_timeout`] ended.
+///
+/// ```
+/// use batch_embassy::{Batcher, Config};
+/// use embassy_sync::blocking_mutex::raw::NoopRawMutex;
+/// # embassy_futures::block_on(async {
+/// let b: Batcher<NoopRawMutex, u8, 4> = Batcher::new(Config::new());
+/// let report = b.shutdown_timeout(embassy_time::Instant::MAX).await; // nothing to drain
+/// assert!(report.drained);
+/// assert_eq!((report.buffered, report.held), (0, 0));
+/// # });
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
+pub struct ShutdownReport {
+    /// Everything accepted reached a final outcome (delivered or dead-lettered) in time.
+    pub drained: bool,
+    /// Items still buffered: take them with [`Batcher::take_unsent`].
+    pub buffered: usize,
+    /// Items of the batches runners held when the deadline passed (their attempts were
+    /// cancelled): each runner hands its batch to [`Handler::returned`] when it is next polled
+    /// or dropped.
+    pub held: usize,
+    /// The counters after the shutdown (given-up items count as `returned`).
+    pub metrics: Metrics,
 }
 
 /// A batcher for `N` items of type `T` with up to `F` batches in flight (default 1), guarded by
 /// the raw mutex `M`. `const`-constructible: put it in a `static`, call [`add`](Self::add) from
 /// any task, and run one [`Runner`] per flight slot.
 ///
-/// Memory: the core (the item buffer, `N × size_of::<T>()`, plus its counters and settings) and
-/// three small waker lists, all inside the `static`; each runner holds one batch buffer.
+/// Memory: the core (the item buffer, `N × size_of::<T>()`, plus its counters and settings), one
+/// waker and one small record per flight slot, all inside the `static`; each runner holds one
+/// batch buffer. Any number of tasks may wait on it at once (producers on a full buffer,
+/// `flush` and `shutdown` callers, runners): a waiting task is polled once per change of state
+/// that may concern it, and not at all while nothing changes.
 ///
 /// ```
 /// use batch_embassy::{Batcher, Config, PushError};
@@ -53,6 +150,31 @@ impl<T, const N: usize, const F: usize> State<T, N, F> {
 /// b.close();
 /// assert_eq!(b.try_add(4), Err(PushError::Closed(4)));
 /// ```
+///
+/// # Where items go, and how long each call takes
+///
+/// | Call | Returns | Items |
+/// |---|---|---|
+/// | [`try_add`](Self::try_add) | at once | buffered, or handed back in the error |
+/// | [`add`](Self::add) | when there is room (at once unless full) | buffered, or handed back |
+/// | [`flush`](Self::flush) | when everything accepted before it is final | delivered or dead-lettered |
+/// | [`shutdown`](Self::shutdown) | when everything accepted is final | delivered or dead-lettered |
+/// | [`shutdown_timeout`](Self::shutdown_timeout) | at the deadline at the latest | as above, or given up: buffered ones stay for [`take_unsent`](Self::take_unsent), held ones go to [`Handler::returned`] |
+///
+/// - **Cancelled calls.** Dropping an `add` future before it completes drops its item (it was
+///   not accepted); dropping `flush`, `shutdown` or `shutdown_timeout` changes nothing already
+///   requested (the cut, the close). A cancelled [`Runner::run`] keeps its batch; see
+///   [`Runner`].
+/// - **Called from a handler** of this batcher (the runner's own task, inside the handler):
+///   nothing waits for the batch that is calling. `flush` requests the cut and returns at once;
+///   `shutdown` and `shutdown_timeout` close and return at once (the report says not drained);
+///   `add` on a full buffer returns [`PushError::Full`] with the item. Other calls behave as
+///   usual.
+/// - **After a shutdown deadline** (`shutdown_timeout` gave up): `flush` and `shutdown`
+///   return at once, runners stop, and unsent items are counted as `returned` as they are
+///   handed back.
+/// - **No user code** (a handler, a dead-letter or returned callback, an item's `Drop`) runs
+///   while the batcher's lock is held. A weigher does (it is called on each add).
 pub struct Batcher<M: RawMutex, T, const N: usize, const F: usize = 1> {
     state: Mutex<M, RefCell<State<T, N, F>>>,
 }
@@ -67,6 +189,13 @@ impl<M: RawMutex, T, const N: usize, const F: usize> Batcher<M, T, N, F> {
     /// A batcher with `config`. In a `static` an invalid configuration fails the build with a
     /// message naming the field.
     ///
+    /// ```
+    /// use batch_embassy::{Batcher, Config};
+    /// use embassy_sync::blocking_mutex::raw::CriticalSectionRawMutex;
+    /// static B: Batcher<CriticalSectionRawMutex, u16, 32> = Batcher::new(Config::new().max_batch(8));
+    /// assert!(B.is_empty());
+    /// ```
+    ///
     /// # Panics
     ///
     /// At run time with an invalid configuration: use [`try_new`](Self::try_new) for
@@ -78,6 +207,14 @@ impl<M: RawMutex, T, const N: usize, const F: usize> Batcher<M, T, N, F> {
 
     /// Like [`new`](Self::new), with a weigher for `config`'s `max_weight` (e.g. encoded bytes,
     /// for an uplink's maximum payload).
+    ///
+    /// ```
+    /// use batch_embassy::{Batcher, Config, PushError};
+    /// use embassy_sync::blocking_mutex::raw::NoopRawMutex;
+    /// let b: Batcher<NoopRawMutex, &str, 8> =
+    ///     Batcher::new_weighted(Config::new().max_weight(8), |s: &&str| s.len() as u32);
+    /// assert_eq!(b.try_add("far too long"), Err(PushError::TooHeavy("far too long")));
+    /// ```
     #[track_caller]
     pub const fn new_weighted(config: Config, weigher: fn(&T) -> u32) -> Self {
         Self::from_core(batch_core::Batcher::new_weighted(config, weigher))
@@ -99,106 +236,262 @@ impl<M: RawMutex, T, const N: usize, const F: usize> Batcher<M, T, N, F> {
         Self {
             state: Mutex::new(RefCell::new(State {
                 core,
-                runners: MultiWakerRegistration::new(),
-                producers: MultiWakerRegistration::new(),
-                settled: MultiWakerRegistration::new(),
+                chain: Chain::new(),
+                flights: heapless::Vec::new(),
+                aborted: false,
             })),
         }
     }
 
-    /// Runs `f` on the state inside the lock (never across an `.await`).
+    /// Runs `f` on the state inside the lock (never across an `.await`, never user code).
     pub(crate) fn with<R>(&self, f: impl FnOnce(&mut State<T, N, F>) -> R) -> R {
         self.state.lock(|cell| f(&mut cell.borrow_mut()))
     }
 
+    /// Waits until `check` (called under the lock with the task's waker) is ready: again after
+    /// every change of state that concerns waiters, and at the instant it asks for.
+    pub(crate) async fn wait<R>(&self, mut check: impl FnMut(&mut State<T, N, F>, &Waker) -> Step<R>) -> R {
+        let mut node = Node { batcher: self, link: Link::default() };
+        let mut timer: Option<(embassy_time::Instant, Timer)> = None;
+        poll_fn(|cx| {
+            loop {
+                let step = self.with(|st| {
+                    node.link.poll_changed(&st.chain);
+                    let step = check(st, cx.waker());
+                    match step {
+                        Step::Ready(_) => node.link.leave(&mut st.chain),
+                        Step::Wait(_) => node.link.register(&mut st.chain, cx.waker()),
+                    }
+                    step
+                });
+                let at = match step {
+                    Step::Ready(r) => return Poll::Ready(r),
+                    Step::Wait(None) => return Poll::Pending,
+                    Step::Wait(Some(at)) => at,
+                };
+                let armed = match &mut timer {
+                    Some((t, armed)) if *t == at => armed,
+                    _ => &mut timer.insert((at, Timer::at(at))).1,
+                };
+                if Pin::new(armed).poll(cx).is_pending() {
+                    return Poll::Pending;
+                }
+                timer = None; // due: look again
+            }
+        })
+        .await
+    }
+
     /// Adds an item, waiting while the buffer is full. `Ok(Some(old))`: with
     /// [`Overflow::DropOldest`](crate::Overflow::DropOldest), the evicted item. `Err` hands the
-    /// item back when the batcher is closed or the item is heavier than `max_weight`.
+    /// item back when the batcher is closed or the item is heavier than `max_weight`, and
+    /// ([`PushError::Full`]) when called from this batcher's own handler on a full buffer.
+    ///
+    /// Takes as long as the buffer stays full (forever while paused and full); cancel it with a
+    /// timeout if that matters (the item is then dropped).
+    ///
+    /// ```
+    /// use batch_embassy::{Batcher, Config};
+    /// use embassy_sync::blocking_mutex::raw::NoopRawMutex;
+    /// # embassy_futures::block_on(async {
+    /// let b: Batcher<NoopRawMutex, u8, 4> = Batcher::new(Config::new());
+    /// assert_eq!(b.add(1).await, Ok(None));
+    /// assert_eq!(b.len(), 1);
+    /// # });
+    /// ```
     pub async fn add(&self, item: T) -> Result<Option<T>, PushError<T>> {
         self.add_inner(item, false).await
     }
 
-    /// Adds an item that cuts its batch at once (an alarm among telemetry), waiting while full.
+    /// Adds an item that cuts its batch at once (an alarm among telemetry), waiting while full,
+    /// as [`add`](Self::add) does.
+    ///
+    /// ```
+    /// use batch_embassy::{Batcher, Config};
+    /// use embassy_sync::blocking_mutex::raw::NoopRawMutex;
+    /// # embassy_futures::block_on(async {
+    /// let b: Batcher<NoopRawMutex, u8, 4> = Batcher::new(Config::new());
+    /// b.add_urgent(99).await.unwrap(); // a runner cuts it without waiting for linger
+    /// # });
+    /// ```
     pub async fn add_urgent(&self, item: T) -> Result<Option<T>, PushError<T>> {
         self.add_inner(item, true).await
     }
 
     async fn add_inner(&self, item: T, urgent: bool) -> Result<Option<T>, PushError<T>> {
         let mut item = Some(item);
-        poll_fn(|cx: &mut Context<'_>| {
-            self.with(|st| {
-                if st.core.must_wait() {
-                    st.producers.register(cx.waker());
-                    return Poll::Pending;
-                }
-                let Some(item) = item.take() else { return Poll::Pending };
-                let now = crate::now();
-                let result = if urgent { st.core.push_urgent(now, item) } else { st.core.push(now, item) };
-                st.wake_runners();
-                Poll::Ready(result)
-            })
+        self.wait(|st, waker| {
+            if st.core.must_wait() && !st.reentrant(waker) {
+                return Step::Wait(None);
+            }
+            let Some(item) = item.take() else { return Step::Wait(None) };
+            let now = crate::now();
+            let result = if urgent { st.core.push_urgent(now, item) } else { st.core.push(now, item) };
+            st.settle();
+            Step::Ready(result)
         })
         .await
     }
 
-    /// Adds an item if there is room now, or hands it back ([`PushError`]).
+    /// Adds an item if there is room now, or hands it back ([`PushError`]). Never waits.
     pub fn try_add(&self, item: T) -> Result<Option<T>, PushError<T>> {
         self.with(|st| {
             let result = st.core.push_with(crate::now, item);
-            st.wake_runners();
+            st.settle();
             result
         })
     }
 
     /// Cuts everything buffered now and waits until every item accepted before the call reached
-    /// a final outcome (delivered or dead-lettered). Resolves at once when nothing is pending.
+    /// a final outcome (delivered or dead-lettered). Resolves at once when nothing is pending,
+    /// when called from this batcher's own handler (after requesting the cut), and after a
+    /// shutdown deadline gave up the rest.
+    ///
+    /// Takes as long as those batches take, retries included (forever while paused with items
+    /// pending, or while no runner runs).
+    ///
+    /// ```
+    /// use batch_embassy::{Batcher, Config};
+    /// use embassy_sync::blocking_mutex::raw::NoopRawMutex;
+    /// # embassy_futures::block_on(async {
+    /// let b: Batcher<NoopRawMutex, u8, 4> = Batcher::new(Config::new());
+    /// b.flush().await; // nothing pending: at once
+    /// # });
+    /// ```
     pub async fn flush(&self) {
-        let token = self.with(|st| {
-            let token = st.core.flush();
-            st.wake_runners();
-            token
-        });
-        poll_fn(|cx| {
-            self.with(|st| {
-                if st.core.is_flushed(token) {
-                    Poll::Ready(())
-                } else {
-                    st.settled.register(cx.waker());
-                    Poll::Pending
-                }
-            })
+        let mut token = None;
+        self.wait(|st, waker| {
+            let token = *token.get_or_insert_with(|| {
+                let token = st.core.flush();
+                st.settle();
+                token
+            });
+            if st.core.is_flushed(token) || st.aborted || st.reentrant(waker) {
+                Step::Ready(())
+            } else {
+                Step::Wait(None)
+            }
         })
         .await;
     }
 
     /// Stops taking items (adds return [`PushError::Closed`]) and starts the drain; runners
-    /// return from [`Runner::run`] once everything is delivered or dead-lettered.
+    /// return from [`Runner::run`] once everything is delivered or dead-lettered. Never waits.
     pub fn close(&self) {
         self.with(|st| {
             st.core.close();
-            st.wake_runners();
-            st.producers.wake();
+            st.settle();
         });
     }
 
-    /// [`close`](Self::close), then waits until the drain is finished.
+    /// [`close`](Self::close), then waits until the drain is finished: everything accepted was
+    /// delivered or dead-lettered. Returns at once when called from this batcher's own handler
+    /// and after a shutdown deadline gave up the rest.
+    ///
+    /// Takes as long as the drain takes, retries included (forever while paused with items
+    /// pending, or while no runner runs): use [`shutdown_timeout`](Self::shutdown_timeout) for
+    /// a bound.
+    ///
+    /// ```
+    /// use batch_embassy::{Batcher, Config};
+    /// use embassy_sync::blocking_mutex::raw::NoopRawMutex;
+    /// # embassy_futures::block_on(async {
+    /// let b: Batcher<NoopRawMutex, u8, 4> = Batcher::new(Config::new());
+    /// b.shutdown().await;
+    /// assert!(b.is_finished());
+    /// # });
+    /// ```
     pub async fn shutdown(&self) {
         self.close();
-        poll_fn(|cx| {
-            self.with(|st| {
-                if st.core.is_finished() {
-                    Poll::Ready(())
-                } else {
-                    st.settled.register(cx.waker());
-                    Poll::Pending
-                }
-            })
+        self.wait(|st, waker| {
+            if st.core.is_finished() || st.aborted || st.reentrant(waker) {
+                Step::Ready(())
+            } else {
+                Step::Wait(None)
+            }
         })
         .await;
     }
 
+    /// [`shutdown`](Self::shutdown), giving up at `deadline`: the attempts still running are
+    /// cancelled (their handler futures are dropped when the runners are next polled), the
+    /// batches in flight are given up (each runner hands its items to [`Handler::returned`]),
+    /// buffered items stay for [`take_unsent`](Self::take_unsent), and runners stop. Given-up
+    /// items count as `returned` in the metrics.
+    ///
+    /// Returns by the deadline (at once when called from this batcher's own handler: then it
+    /// only closes, and the report says not drained).
+    ///
+    /// ```
+    /// use batch_embassy::{Batcher, Config};
+    /// use embassy_sync::blocking_mutex::raw::NoopRawMutex;
+    /// use embassy_time::Instant;
+    /// # embassy_futures::block_on(async {
+    /// let b: Batcher<NoopRawMutex, u8, 4> = Batcher::new(Config::new());
+    /// b.try_add(1).unwrap(); // no runner: it can never be delivered
+    /// let report = b.shutdown_timeout(Instant::now()).await;
+    /// assert!(!report.drained);
+    /// let mut unsent = heapless::Vec::<u8, 4>::new();
+    /// assert_eq!(b.take_unsent(&mut unsent), 1); // e.g. to save in flash before a reboot
+    /// assert_eq!(unsent, [1]);
+    /// assert!(b.metrics().is_consistent());
+    /// # });
+    /// ```
+    pub async fn shutdown_timeout(&self, deadline: embassy_time::Instant) -> ShutdownReport {
+        self.close();
+        let mut held = 0;
+        let drained = self
+            .wait(|st, waker| {
+                if st.core.is_finished() {
+                    Step::Ready(true)
+                } else if st.aborted || st.reentrant(waker) {
+                    Step::Ready(false)
+                } else if embassy_time::Instant::now() >= deadline {
+                    held = st.abort();
+                    Step::Ready(false)
+                } else {
+                    Step::Wait(Some(deadline))
+                }
+            })
+            .await;
+        let (buffered, metrics) = self.with(|st| (st.core.len(), st.core.metrics()));
+        ShutdownReport { drained, buffered, held, metrics }
+    }
+
+    /// Moves buffered items, oldest first, into `out` (as many as fit): the unsent items after
+    /// [`shutdown_timeout`](Self::shutdown_timeout) gave up, or at any time to empty the buffer.
+    /// They count as `returned`. Returns how many moved. Never waits.
+    ///
+    /// ```
+    /// use batch_embassy::{Batcher, Config};
+    /// use embassy_sync::blocking_mutex::raw::NoopRawMutex;
+    /// let b: Batcher<NoopRawMutex, u8, 4> = Batcher::new(Config::new());
+    /// b.try_add(1).unwrap();
+    /// b.try_add(2).unwrap();
+    /// let mut out = heapless::Vec::<u8, 1>::new();
+    /// assert_eq!(b.take_unsent(&mut out), 1); // as many as fit
+    /// assert_eq!((out[0], b.len(), b.metrics().returned), (1, 1, 1));
+    /// ```
+    pub fn take_unsent<const K: usize>(&self, out: &mut heapless::Vec<T, K>) -> usize {
+        self.with(|st| {
+            let moved = st.core.take_buffered(out);
+            if moved > 0 {
+                st.chain.notify(); // room, and maybe finished
+            }
+            moved
+        })
+    }
+
     /// Pauses (the uplink is down): no batch starts and no retry clock runs; adds keep buffering
-    /// up to capacity.
+    /// up to capacity. Attempts already running finish.
+    ///
+    /// ```
+    /// use batch_embassy::{Batcher, Config};
+    /// use embassy_sync::blocking_mutex::raw::NoopRawMutex;
+    /// let b: Batcher<NoopRawMutex, u8, 4> = Batcher::new(Config::new());
+    /// b.pause();
+    /// b.resume();
+    /// ```
     pub fn pause(&self) {
         self.with(|st| st.core.pause(crate::now()));
     }
@@ -207,11 +500,21 @@ impl<M: RawMutex, T, const N: usize, const F: usize> Batcher<M, T, N, F> {
     pub fn resume(&self) {
         self.with(|st| {
             st.core.resume(crate::now());
-            st.wake_runners();
+            st.settle();
         });
     }
 
     /// A snapshot of the counters.
+    ///
+    /// ```
+    /// use batch_embassy::{Batcher, Config};
+    /// use embassy_sync::blocking_mutex::raw::NoopRawMutex;
+    /// let b: Batcher<NoopRawMutex, u8, 4> = Batcher::new(Config::new());
+    /// b.try_add(1).unwrap();
+    /// let m = b.metrics();
+    /// assert_eq!((m.accepted, m.buffered), (1, 1));
+    /// assert!(m.is_consistent());
+    /// ```
     pub fn metrics(&self) -> Metrics {
         self.with(|st| st.core.metrics())
     }
@@ -231,13 +534,22 @@ impl<M: RawMutex, T, const N: usize, const F: usize> Batcher<M, T, N, F> {
         self.with(|st| st.core.in_flight())
     }
 
-    /// Whether the batcher is closed and everything accepted reached a final outcome.
+    /// Whether the batcher is closed and everything accepted reached a final outcome (or was
+    /// taken back after a shutdown deadline).
     pub fn is_finished(&self) -> bool {
         self.with(|st| st.core.is_finished())
     }
 
     /// A runner that delivers this batcher's batches with `handler`. Spawn one task per flight
     /// slot (`max_in_flight`) that calls [`Runner::run`].
+    ///
+    /// ```
+    /// use batch_embassy::{Batcher, BatchInfo, Config};
+    /// use embassy_sync::blocking_mutex::raw::NoopRawMutex;
+    /// let b: Batcher<NoopRawMutex, u8, 4> = Batcher::new(Config::new());
+    /// let runner = b.runner(async |_: &[u8], _: BatchInfo| Ok::<(), ()>(()));
+    /// # let _ = runner;
+    /// ```
     pub fn runner<H: Handler<T>>(&self, handler: H) -> Runner<'_, M, T, N, F, H> {
         Runner::new(self, handler)
     }

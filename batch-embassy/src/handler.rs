@@ -25,7 +25,8 @@ pub struct BatchInfo {
 /// Delivers batches. Any `async |batch: &[T], info: BatchInfo| -> Result<(), E>` closure is a
 /// handler; implement the trait for a stateful uplink, and override
 /// [`dead_letter`](Handler::dead_letter) to keep batches that failed every attempt
-/// (or wrap a closure with [`WithDeadLetter`]).
+/// (or wrap a closure with [`WithDeadLetter`]) and [`returned`](Handler::returned) to keep
+/// batches given up unsent (a shutdown deadline, a dropped runner).
 ///
 /// ```
 /// use batch_embassy::{BatchInfo, Handler};
@@ -58,6 +59,21 @@ pub trait Handler<T> {
         let _ = (items, error);
         #[cfg(feature = "defmt")]
         defmt::error!("batch {} dead-lettered after {} attempts", info.seq, info.attempt);
+        #[cfg(not(feature = "defmt"))]
+        let _ = info;
+    }
+
+    /// Receives, by value, a batch this runner held that was given up before a final outcome:
+    /// a [`Batcher::shutdown_timeout`](crate::Batcher::shutdown_timeout) deadline passed (the
+    /// running attempt, if any, was cancelled), or the runner was dropped. `info.attempt` is the
+    /// attempt that was running or last ran; it may have reached the sink (at least once). The
+    /// items count as `returned` in the metrics. Take them (e.g. to save them in flash before a
+    /// reboot) with `items.drain(..)`; the default logs it with defmt (with the `defmt` feature)
+    /// and drops them.
+    fn returned(&mut self, items: &mut VecView<T>, info: BatchInfo) {
+        let _ = items;
+        #[cfg(feature = "defmt")]
+        defmt::warn!("batch {} given up unsent after attempt {}", info.seq, info.attempt);
         #[cfg(not(feature = "defmt"))]
         let _ = info;
     }
@@ -98,5 +114,8 @@ where
     }
     fn dead_letter(&mut self, items: &mut VecView<T>, info: BatchInfo, error: H::Error) {
         (self.1)(items, info, error);
+    }
+    fn returned(&mut self, items: &mut VecView<T>, info: BatchInfo) {
+        self.0.returned(items, info);
     }
 }

@@ -39,11 +39,12 @@
 mod batcher;
 mod handler;
 mod runner;
+mod wait;
 
 pub use batch_core::{
     Config, ConfigError, Duration as CoreDuration, FlushCounts, Metrics, Overflow, PushError, Trigger,
 };
-pub use batcher::Batcher;
+pub use batcher::{Batcher, ShutdownReport};
 pub use handler::{BatchInfo, Handler, WithDeadLetter};
 pub use runner::Runner;
 

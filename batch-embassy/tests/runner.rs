@@ -89,7 +89,7 @@ fn size_trigger_cuts_full_batches_in_order() {
         }),
         Duration::from_secs(5),
     );
-    let calls = calls.into_inner();
+    let calls = calls.take();
     assert_eq!(calls.len(), 2);
     assert_eq!(calls[0].items, vec![0, 1, 2, 3]);
     assert_eq!(calls[1].items, vec![4, 5, 6, 7]);
@@ -119,7 +119,7 @@ fn linger_fires_at_the_oldest_items_deadline() {
         }),
         Duration::from_secs(5),
     );
-    assert_eq!(calls.into_inner(), vec![(100, Trigger::Linger, vec![1, 2])]);
+    assert_eq!(calls.take(), vec![(100, Trigger::Linger, vec![1, 2])]);
 }
 
 #[test]
@@ -141,7 +141,7 @@ fn retries_follow_the_backoff_schedule_then_deliver() {
         }),
         Duration::from_secs(5),
     );
-    assert_eq!(attempts.into_inner(), vec![(0, 1, vec![7, 8]), (100, 2, vec![7, 8]), (300, 3, vec![7, 8])]);
+    assert_eq!(attempts.take(), vec![(0, 1, vec![7, 8]), (100, 2, vec![7, 8]), (300, 3, vec![7, 8])]);
     let m = b.metrics();
     assert_eq!((m.delivered, m.retries, m.failed_attempts, m.dead_lettered), (2, 2, 2, 0));
 }
@@ -176,8 +176,8 @@ fn dead_letter_hands_the_items_back_and_the_batcher_goes_on() {
         }),
         Duration::from_secs(5),
     );
-    assert_eq!(lost.into_inner(), vec![0, 1]);
-    assert_eq!(delivered.into_inner(), vec![2, 3]);
+    assert_eq!(lost.take(), vec![0, 1]);
+    assert_eq!(delivered.take(), vec![2, 3]);
     let m = b.metrics();
     assert_eq!((m.dead_lettered, m.batches_dead_lettered, m.delivered), (2, 1, 2));
     assert!(m.is_consistent());
@@ -215,7 +215,7 @@ fn add_waits_while_full_and_try_add_hands_the_item_back() {
         Duration::from_secs(5),
     );
     assert_eq!(refused, vec![99]);
-    assert_eq!(delivered.into_inner(), (0..16).collect::<Vec<_>>());
+    assert_eq!(delivered.take(), (0..16).collect::<Vec<_>>());
     let m = b.metrics();
     assert_eq!((m.accepted, m.rejected, m.delivered), (16, 1, 16));
 }
@@ -241,7 +241,7 @@ fn close_rejects_adds_and_drains_everything() {
         Duration::from_secs(5),
     );
     assert_eq!(after, Some(Err(PushError::Closed(100))));
-    assert_eq!(delivered.into_inner(), vec![(Trigger::Size, 8), (Trigger::Close, 3)]);
+    assert_eq!(delivered.take(), vec![(Trigger::Size, 8), (Trigger::Close, 3)]);
     assert!(b.is_finished());
 }
 
@@ -270,7 +270,7 @@ fn pause_holds_batches_and_retry_clock_until_resume() {
         }),
         Duration::from_secs(5),
     );
-    assert_eq!(calls.into_inner(), vec![(0, 1, vec![1, 2]), (600, 2, vec![1, 2]), (600, 1, vec![3, 4])]);
+    assert_eq!(calls.take(), vec![(0, 1, vec![1, 2]), (600, 2, vec![1, 2]), (600, 1, vec![3, 4])]);
 }
 
 #[test]
@@ -298,7 +298,7 @@ fn flush_resolves_when_earlier_items_are_delivered() {
         Duration::from_secs(5),
     );
     assert_eq!(flushed_at, 20);
-    assert_eq!(calls.into_inner(), vec![(Trigger::Manual, vec![1, 2])]);
+    assert_eq!(calls.take(), vec![(Trigger::Manual, vec![1, 2])]);
 }
 
 #[test]
@@ -319,7 +319,7 @@ fn urgent_item_cuts_its_batch_at_once() {
         }),
         Duration::from_secs(5),
     );
-    assert_eq!(calls.into_inner(), vec![(Trigger::Urgent, vec![1, 911])]);
+    assert_eq!(calls.take(), vec![(Trigger::Urgent, vec![1, 911])]);
 }
 
 #[test]
@@ -347,7 +347,7 @@ fn two_runners_share_the_flight_slots() {
         }),
         Duration::from_secs(5),
     );
-    let mut log = log.into_inner();
+    let mut log = log.take();
     log.sort();
     // Both batches started at t=0: two in flight at once.
     assert_eq!(log, vec![(0, 0, vec![0, 1]), (0, 1, vec![2, 3])]);
