@@ -334,6 +334,13 @@ impl<M: RawMutex, T, const N: usize, const F: usize> Batcher<M, T, N, F> {
     }
 
     /// Adds an item if there is room now, or hands it back ([`PushError`]). Never waits.
+    ///
+    /// ```
+    /// use batch_embassy::{Batcher, Config};
+    /// use embassy_sync::blocking_mutex::raw::NoopRawMutex;
+    /// let b: Batcher<NoopRawMutex, u8, 4> = Batcher::new(Config::new());
+    /// assert_eq!(b.try_add(1), Ok(None));
+    /// ```
     pub fn try_add(&self, item: T) -> Result<Option<T>, PushError<T>> {
         self.with(|st| {
             let result = st.core.push_with(crate::now, item);
@@ -377,6 +384,15 @@ impl<M: RawMutex, T, const N: usize, const F: usize> Batcher<M, T, N, F> {
 
     /// Stops taking items (adds return [`PushError::Closed`]) and starts the drain; runners
     /// return from [`Runner::run`] once everything is delivered or dead-lettered. Never waits.
+    ///
+    /// ```
+    /// use batch_embassy::{Batcher, Config};
+    /// use embassy_sync::blocking_mutex::raw::NoopRawMutex;
+    /// let b: Batcher<NoopRawMutex, u8, 4> = Batcher::new(Config::new());
+    /// b.close();
+    /// assert!(b.try_add(1).is_err());
+    /// assert!(b.is_finished()); // nothing was pending
+    /// ```
     pub fn close(&self) {
         self.with(|st| {
             st.core.close();
@@ -497,6 +513,15 @@ impl<M: RawMutex, T, const N: usize, const F: usize> Batcher<M, T, N, F> {
     }
 
     /// Resumes after [`pause`](Self::pause): everything buffered drains in order.
+    ///
+    /// ```
+    /// use batch_embassy::{Batcher, Config};
+    /// use embassy_sync::blocking_mutex::raw::NoopRawMutex;
+    /// let b: Batcher<NoopRawMutex, u8, 4> = Batcher::new(Config::new());
+    /// b.pause();
+    /// b.try_add(1).unwrap(); // buffered while paused
+    /// b.resume();
+    /// ```
     pub fn resume(&self) {
         self.with(|st| {
             st.core.resume(crate::now());
@@ -520,22 +545,53 @@ impl<M: RawMutex, T, const N: usize, const F: usize> Batcher<M, T, N, F> {
     }
 
     /// Items buffered (not yet cut).
+    ///
+    /// ```
+    /// use batch_embassy::{Batcher, Config};
+    /// use embassy_sync::blocking_mutex::raw::NoopRawMutex;
+    /// let b: Batcher<NoopRawMutex, u8, 4> = Batcher::new(Config::new());
+    /// b.try_add(7).unwrap();
+    /// assert_eq!(b.len(), 1);
+    /// ```
     pub fn len(&self) -> usize {
         self.with(|st| st.core.len())
     }
 
     /// Whether no item is buffered.
+    ///
+    /// ```
+    /// use batch_embassy::{Batcher, Config};
+    /// use embassy_sync::blocking_mutex::raw::NoopRawMutex;
+    /// let b: Batcher<NoopRawMutex, u8, 4> = Batcher::new(Config::new());
+    /// assert!(b.is_empty());
+    /// ```
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
     /// Batches with the handler or waiting to retry.
+    ///
+    /// ```
+    /// use batch_embassy::{Batcher, Config};
+    /// use embassy_sync::blocking_mutex::raw::NoopRawMutex;
+    /// let b: Batcher<NoopRawMutex, u8, 4> = Batcher::new(Config::new());
+    /// assert_eq!(b.in_flight(), 0); // no runner took a batch yet
+    /// ```
     pub fn in_flight(&self) -> usize {
         self.with(|st| st.core.in_flight())
     }
 
     /// Whether the batcher is closed and everything accepted reached a final outcome (or was
     /// taken back after a shutdown deadline).
+    ///
+    /// ```
+    /// use batch_embassy::{Batcher, Config};
+    /// use embassy_sync::blocking_mutex::raw::NoopRawMutex;
+    /// let b: Batcher<NoopRawMutex, u8, 4> = Batcher::new(Config::new());
+    /// assert!(!b.is_finished()); // still open
+    /// b.close();
+    /// assert!(b.is_finished());
+    /// ```
     pub fn is_finished(&self) -> bool {
         self.with(|st| st.core.is_finished())
     }

@@ -32,7 +32,7 @@ pub struct BatchInfo {
 /// use batch_embassy::{BatchInfo, Handler};
 /// use heapless::vec::VecView;
 ///
-/// struct Uplink { sent: u32, lost: u32 }
+/// struct Uplink { sent: u32, lost: u32, unsent: heapless::Vec<u16, 32> }
 /// impl Handler<u16> for Uplink {
 ///     type Error = ();
 ///     async fn handle(&mut self, batch: &[u16], _info: BatchInfo) -> Result<(), ()> {
@@ -41,6 +41,12 @@ pub struct BatchInfo {
 ///     }
 ///     fn dead_letter(&mut self, items: &mut VecView<u16>, _info: BatchInfo, _error: ()) {
 ///         self.lost += items.len() as u32; // e.g. write them to flash instead
+///     }
+///     fn returned(&mut self, items: &mut VecView<u16>, _info: BatchInfo) {
+///         // Given up unsent (shutdown deadline, runner dropped): keep them to save later.
+///         for item in items.drain(..) {
+///             let _ = self.unsent.push(item);
+///         }
 ///     }
 /// }
 /// ```

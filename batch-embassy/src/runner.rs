@@ -133,6 +133,26 @@ impl<'a, M: RawMutex, T, const N: usize, const F: usize, H: Handler<T>> Runner<'
 
     /// Runs until the batcher is closed and drained, or a shutdown deadline gave up the rest
     /// (forever if it is never closed). Cancel-safe: see [`Runner`].
+    ///
+    /// ```
+    /// use batch_embassy::{Batcher, BatchInfo, Config};
+    /// use embassy_futures::select::select;
+    /// use embassy_sync::blocking_mutex::raw::NoopRawMutex;
+    /// use embassy_time::Timer;
+    ///
+    /// async fn uplink(b: &Batcher<NoopRawMutex, u8, 8>) {
+    ///     let mut runner = b.runner(async |_: &[u8], _: BatchInfo| Ok::<(), ()>(()));
+    ///     loop {
+    ///         // Lose to the timer at any point: the next `run` resumes the batch it held.
+    ///         select(runner.run(), Timer::after_secs(60)).await;
+    ///         if b.is_finished() {
+    ///             break;
+    ///         }
+    ///         // ... periodic housekeeping ...
+    ///     }
+    /// }
+    /// # let _ = uplink;
+    /// ```
     pub async fn run(&mut self) {
         loop {
             let info = if let Some(info) = self.held {
