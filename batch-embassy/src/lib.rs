@@ -33,6 +33,14 @@
 //! }
 //! # let _ = (sense, uplink, Duration::from_secs(1));
 //! ```
+//!
+//! Nothing is lost and nothing hangs: [`Runner::run`] is cancel-safe (a `select` with a timer
+//! may lose at any point; the next `run` resumes the held batch), a dropped runner hands its
+//! batch to [`Handler::returned`], any number of tasks may wait on one batcher without being
+//! polled while nothing changes, a handler may call back into its own batcher without a
+//! deadlock, and [`Batcher::shutdown_timeout`] with [`Batcher::take_unsent`] bounds a shutdown
+//! and hands every unsent item back. The [`Batcher`] and [`Runner`] docs say where items go and
+//! how long each call can take in each case.
 #![no_std]
 #![forbid(unsafe_code)]
 

@@ -42,6 +42,8 @@ pub(crate) struct Link {
     next: Option<Waker>,
     /// The generation this waiter registered at (`None`: not registered).
     seen: Option<u32>,
+    /// The waker it registered (a future polled from another task registers again).
+    own: Option<Waker>,
 }
 
 impl Link {
@@ -58,9 +60,16 @@ impl Link {
     /// Waits for the next change (after [`poll_changed`](Self::poll_changed) found the state
     /// not ready).
     pub(crate) fn register(&mut self, chain: &mut Chain, waker: &Waker) {
-        if self.seen.is_none() {
-            self.next = chain.head.replace(waker.clone());
-            self.seen = Some(chain.generation);
+        if self.seen.is_some() && self.own.as_ref().is_some_and(|own| own.will_wake(waker)) {
+            return; // still in the chain, with this waker
+        }
+        if self.seen.is_some() {
+            self.leave(chain); // moved to another task: the old place is of no use
+        }
+        self.next = chain.head.replace(waker.clone());
+        self.seen = Some(chain.generation);
+        if !self.own.as_ref().is_some_and(|own| own.will_wake(waker)) {
+            self.own = Some(waker.clone());
         }
     }
 

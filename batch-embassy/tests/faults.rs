@@ -434,3 +434,28 @@ fn cancelled_waiters_pass_their_place_on() {
     assert_eq!(got, want);
     assert!(b.metrics().is_consistent());
 }
+
+#[test]
+fn a_waiter_polled_from_another_task_is_woken_there() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::task::{Context, Wake, Waker};
+    struct Flag(AtomicBool);
+    impl Wake for Flag {
+        fn wake(self: Arc<Self>) {
+            self.0.store(true, Ordering::SeqCst);
+        }
+    }
+    let _g = serial();
+    let b: Batcher<NoopRawMutex, u32, 1> = Batcher::new(Config::new());
+    b.try_add(1).unwrap(); // full
+    let (a, c) = (Arc::new(Flag(AtomicBool::new(false))), Arc::new(Flag(AtomicBool::new(false))));
+    let (wa, wc) = (Waker::from(Arc::clone(&a)), Waker::from(Arc::clone(&c)));
+    let mut add = std::pin::pin!(b.add(2));
+    assert!(add.as_mut().poll(&mut Context::from_waker(&wa)).is_pending());
+    assert!(add.as_mut().poll(&mut Context::from_waker(&wc)).is_pending()); // moved
+    let mut unsent = heapless::Vec::<u32, 1>::new();
+    b.take_unsent(&mut unsent); // room
+    assert!(c.0.load(Ordering::SeqCst), "the task that polled last is woken");
+    assert!(add.as_mut().poll(&mut Context::from_waker(&wc)).is_ready());
+}
