@@ -1,5 +1,5 @@
 //! `throughput.png`: items/s against batch size, one line per implementation, one panel per
-//! (item type, producers). Text uses DejaVu Sans embedded from the `dejavu` crate through
+//! (bound, item type, producers). Text uses DejaVu Sans embedded from the `dejavu` crate through
 //! plotters' `ab_glyph` backend, so no system font is needed.
 
 use std::path::Path;
@@ -10,10 +10,10 @@ use plotters::style::FontStyle;
 
 use crate::peers::{Impl, Role};
 use crate::suite::Measured;
-use crate::workload::{BATCH_SIZES, ItemKind, PRODUCERS};
+use crate::workload::{BATCH_SIZES, Bound, ItemKind, PRODUCERS};
 
 const WIDTH: u32 = 1800;
-const HEIGHT: u32 = 1150;
+const HEIGHT: u32 = 2100;
 const LEGEND_WIDTH: u32 = 420;
 
 fn err(e: impl std::fmt::Debug) -> String {
@@ -40,7 +40,9 @@ fn style(imp: Impl) -> (RGBColor, u32) {
         Impl::FuturesBatch => (RGBColor(255, 127, 14), 2),
         Impl::RecvMany => (RGBColor(44, 160, 44), 2),
         Impl::ReserveMany => (RGBColor(23, 190, 207), 2),
-        Impl::Flume => (RGBColor(188, 189, 34), 2),
+        Impl::FlumeTryRecv => (RGBColor(188, 189, 34), 2),
+        Impl::FlumeDrain => (RGBColor(140, 86, 75), 2),
+        Impl::Kanal => (RGBColor(227, 119, 194), 3),
         Impl::LimitHeapless => (RGBColor(40, 40, 40), 2),
         Impl::LimitVec => (RGBColor(150, 150, 150), 2),
     }
@@ -70,12 +72,14 @@ pub(crate) fn draw(measured: &Measured, title: &str, path: &Path) -> Result<(), 
     let hi = rates.iter().copied().fold(0.0, f64::max).max(lo * 10.0) * 1.5;
     let (x_lo, x_hi) = (BATCH_SIZES[0] as f64 / 1.5, BATCH_SIZES[BATCH_SIZES.len() - 1] as f64 * 1.5);
 
-    let panels: Vec<(ItemKind, usize)> =
-        ItemKind::ALL.into_iter().flat_map(|item| PRODUCERS.map(|p| (item, p))).collect();
-    let areas = grid.split_evenly((ItemKind::ALL.len(), PRODUCERS.len()));
-    for ((item, producers), area) in panels.into_iter().zip(areas.iter()) {
+    let panels: Vec<(Bound, ItemKind, usize)> = Bound::ALL
+        .into_iter()
+        .flat_map(|bound| ItemKind::ALL.into_iter().flat_map(move |item| PRODUCERS.map(|p| (bound, item, p))))
+        .collect();
+    let areas = grid.split_evenly((Bound::ALL.len() * ItemKind::ALL.len(), PRODUCERS.len()));
+    for ((bound, item, producers), area) in panels.into_iter().zip(areas.iter()) {
         let mut chart = ChartBuilder::on(area)
-            .caption(format!("{item} items, P = {producers} producer task(s)"), ("sans-serif", 22))
+            .caption(format!("bound {bound}, {item} items, P = {producers}"), ("sans-serif", 22))
             .margin(12)
             .x_label_area_size(45)
             .y_label_area_size(70)
@@ -99,7 +103,9 @@ pub(crate) fn draw(measured: &Measured, title: &str, path: &Path) -> Result<(), 
             let points: Vec<(f64, f64)> = measured
                 .rows
                 .iter()
-                .filter(|r| r.case.item == item && r.case.producers == producers && r.case.imp == imp)
+                .filter(|r| {
+                    (r.case.bound, r.case.item, r.case.producers, r.case.imp) == (bound, item, producers, imp)
+                })
                 .map(|r| (r.case.batch as f64, r.items_per_sec()))
                 .collect();
             let (colour, width) = style(imp);

@@ -5,14 +5,16 @@
 //! batch-bench [--smoke] [--runs R] [--n N] [--n-wide N] [--out DIR] [--no-rss]
 //! ```
 //!
-//! Runs every (item type, producers, batch size, implementation) case `R` times (interleaved),
-//! checks every delivery, measures each case's peak RSS in a child process, times batch-core's
-//! push against `heapless::Vec::push`, prints the Markdown report and, with `--out DIR`, writes
-//! `DIR/results.md` and `DIR/throughput.png`. `--smoke` is the quick correctness pass CI runs
-//! (tiny N, one run). `cargo xtask bench` is the usual entry point.
+//! Runs every (bound, item type, producers, batch size, implementation) case `R` times
+//! (interleaved), checks every delivery, samples add→handled latency, measures each case's peak
+//! RSS in a child process, times batch-core's push against `heapless::Vec::push`, prints the
+//! Markdown report and, with `--out DIR`, writes `DIR/results.md` and `DIR/throughput.png`.
+//! `--smoke` is the quick correctness pass CI runs (tiny N, one run). `cargo xtask bench` is the
+//! usual entry point.
 //!
 //! Internally the binary re-executes itself as
-//! `batch-bench --only IMPL --item ITEM --producers P --batch B --n N` for the RSS children.
+//! `batch-bench --only IMPL --bound BOUND --item ITEM --producers P --batch B --n N` for the RSS
+//! children.
 #![allow(
     clippy::cast_precision_loss,
     reason = "statistics and display of counts, sizes and durations far below 2^52"
@@ -20,6 +22,7 @@
 
 mod chart;
 mod peers;
+mod probe;
 mod push;
 mod report;
 mod rss;
@@ -32,7 +35,7 @@ use std::time::Instant;
 
 use peers::Impl;
 use suite::{Case, Settings};
-use workload::ItemKind;
+use workload::{Bound, ItemKind};
 
 /// What the command line asked for.
 #[derive(Debug)]
@@ -40,15 +43,15 @@ enum Mode {
     /// The whole benchmark.
     Bench { settings: Settings, out: Option<PathBuf>, smoke: bool },
     /// One case in a child process (or the idle baseline), for its peak RSS.
-    Child { imp: Option<Impl>, item: ItemKind, producers: usize, batch: usize, n: u64 },
+    Child { imp: Option<Impl>, case: Case, n: u64 },
 }
 
 const USAGE: &str = "usage: batch-bench [--smoke] [--runs R] [--n N] [--n-wide N] [--out DIR] [--no-rss]
-       batch-bench --only IMPL|idle --item u64|64B --producers P --batch B --n N
+       batch-bench --only IMPL|idle --bound 4b|8192 --item u64|64B --producers P --batch B --n N
 
-  --smoke      tiny N and one run: checks every implementation, times nothing seriously
+  --smoke      tiny N and one run: checks every implementation at both bounds, times nothing
   --runs R     runs per case, median reported (default 7)
-  --n N        u64 items per case (default 4000000)
+  --n N        u64 items per case (default 2000000)
   --n-wide N   64-byte items per case (default 1000000)
   --out DIR    write DIR/results.md and DIR/throughput.png
   --no-rss     skip the peak-RSS child processes";
@@ -62,6 +65,7 @@ fn parse(args: &[String]) -> Result<Mode, String> {
     let mut out = None;
     let mut rss = true;
     let mut only = None;
+    let mut bound = Bound::Fixed;
     let mut item = ItemKind::U64;
     let mut producers = 1;
     let mut batch = 16;
@@ -77,6 +81,10 @@ fn parse(args: &[String]) -> Result<Mode, String> {
             "--n-wide" => n_wide = Some(num(arg, it.next())?),
             "--out" => out = Some(PathBuf::from(it.next().ok_or("--out needs a directory")?)),
             "--only" => only = Some(it.next().ok_or("--only needs an implementation")?.clone()),
+            "--bound" => {
+                let v = it.next().ok_or("--bound needs a value")?;
+                bound = Bound::parse(v).ok_or_else(|| format!("unknown bound `{v}`"))?;
+            }
             "--item" => {
                 let v = it.next().ok_or("--item needs a value")?;
                 item = ItemKind::parse(v).ok_or_else(|| format!("unknown item type `{v}`"))?;
@@ -96,10 +104,11 @@ fn parse(args: &[String]) -> Result<Mode, String> {
         if producers == 0 || batch == 0 {
             return Err("--producers and --batch must be positive".into());
         }
-        return Ok(Mode::Child { imp, item, producers, batch, n: n.unwrap_or(1000) });
+        let case = Case { bound, item, producers, batch, imp: imp.unwrap_or(Impl::LimitVec) };
+        return Ok(Mode::Child { imp, case, n: n.unwrap_or(1000) });
     }
     let settings = Settings {
-        n_u64: n.unwrap_or(if smoke { 20_000 } else { 4_000_000 }),
+        n_u64: n.unwrap_or(if smoke { 20_000 } else { 2_000_000 }),
         n_wide: n_wide.unwrap_or(if smoke { 5_000 } else { 1_000_000 }),
         runs: runs.unwrap_or(if smoke { 1 } else { 7 }).max(1),
         rss,
@@ -107,13 +116,12 @@ fn parse(args: &[String]) -> Result<Mode, String> {
     Ok(Mode::Bench { settings, out, smoke })
 }
 
-fn child(imp: Option<Impl>, item: ItemKind, producers: usize, batch: usize, n: u64) -> Result<(), String> {
+fn child(imp: Option<Impl>, case: Case, n: u64) -> Result<(), String> {
     let rt = suite::runtime();
-    match imp {
-        Some(imp) => {
-            suite::run_once(&rt, Case { item, producers, batch, imp }, n)?;
-        }
-        None => rt.block_on(tokio::task::yield_now()),
+    if imp.is_some() {
+        suite::run_once(&rt, case, n)?;
+    } else {
+        rt.block_on(tokio::task::yield_now());
     }
     drop(rt);
     println!("{}", rss::child_line(rss::peak_kib()));
@@ -161,7 +169,7 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = parse(&args).and_then(|mode| match mode {
         Mode::Bench { settings, out, smoke } => bench(&settings, out, smoke),
-        Mode::Child { imp, item, producers, batch, n } => child(imp, item, producers, batch, n),
+        Mode::Child { imp, case, n } => child(imp, case, n),
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,

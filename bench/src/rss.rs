@@ -1,14 +1,14 @@
 //! Peak resident memory per implementation, measured in a child process of its own.
 //!
-//! The parent re-executes its own binary with `--only IMPL --item ITEM --producers P --batch B
-//! --n N`; the child builds the same runtime, runs that one case once, checks it, and prints a
+//! The parent re-executes its own binary with `--only IMPL --bound BOUND --item ITEM --producers P
+//! --batch B --n N`; the child builds the same runtime, runs that one case once, checks it, and prints a
 //! [`CHILD_LINE`] line with its `VmHWM` (the peak resident set, from `/proc/self/status`). A
 //! child with `--only idle` builds the runtime and runs nothing: the baseline every row carries.
 
 use std::process::Command;
 
 use crate::peers::Impl;
-use crate::workload::ItemKind;
+use crate::suite::Case;
 
 /// The prefix of the line a child prints for the parent.
 pub(crate) const CHILD_LINE: &str = "batch-bench-child:";
@@ -32,27 +32,22 @@ pub(crate) fn child_line(peak_kib: Option<u64>) -> String {
     format!("{CHILD_LINE} vm_hwm_kib={}", peak_kib.map_or_else(|| "n/a".to_owned(), |k| k.to_string()))
 }
 
-/// Runs one case (or, with `imp` = `None`, the idle baseline) in a child process and returns its
-/// peak RSS in KiB (`None` where the platform does not report it).
-pub(crate) fn measure(
-    imp: Option<Impl>,
-    item: ItemKind,
-    producers: usize,
-    batch: usize,
-    n: u64,
-) -> Result<Option<u64>, String> {
+/// Runs `case` (or, with `imp` = `None`, the idle baseline) on `n` items in a child process and
+/// returns its peak RSS in KiB (`None` where the platform does not report it).
+pub(crate) fn measure(imp: Option<Impl>, case: Case, n: u64) -> Result<Option<u64>, String> {
     let exe = std::env::current_exe().map_err(|e| format!("locating this binary: {e}"))?;
     let mut cmd = Command::new(&exe);
     cmd.args(["--only", imp.map_or(IDLE, Impl::id)])
-        .args(["--item", item.name()])
-        .args(["--producers", &producers.to_string()])
-        .args(["--batch", &batch.to_string()])
+        .args(["--bound", case.bound.id()])
+        .args(["--item", case.item.name()])
+        .args(["--producers", &case.producers.to_string()])
+        .args(["--batch", &case.batch.to_string()])
         .args(["--n", &n.to_string()]);
     let out = cmd.output().map_err(|e| format!("starting {}: {e}", exe.display()))?;
     let stdout = String::from_utf8_lossy(&out.stdout);
     if !out.status.success() {
         return Err(format!(
-            "the child for {} {item} P={producers} B={batch} failed with {}: {}{}",
+            "the child for {} ({case}) failed with {}: {}{}",
             imp.map_or(IDLE, Impl::id),
             out.status,
             stdout,

@@ -2,13 +2,15 @@
 //! interleaved, every result checked, then one child process per case for its peak RSS.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::runtime::Runtime;
 
-use crate::peers::{Impl, Role};
+use crate::peers::{Impl, Role, Shape};
+use crate::probe::{Probe, quantile};
 use crate::rss;
-use crate::workload::{BATCH_SIZES, Item, ItemKind, PRODUCERS, Tally, WORKER_THREADS, Wide};
+use crate::workload::{BATCH_SIZES, Bound, Item, ItemKind, PRODUCERS, WORKER_THREADS, Wide};
 
 /// How big and how often.
 #[derive(Clone, Copy, Debug)]
@@ -36,6 +38,8 @@ impl Settings {
 /// Identifies a case; the order is the report's.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub(crate) struct Case {
+    /// The room every implementation gets.
+    pub(crate) bound: Bound,
     /// The item type.
     pub(crate) item: ItemKind,
     /// Producer tasks.
@@ -46,6 +50,50 @@ pub(crate) struct Case {
     pub(crate) imp: Impl,
 }
 
+impl Case {
+    /// The shape of a run of `n` items.
+    pub(crate) fn shape(self, n: u64) -> Shape {
+        Shape {
+            producers: self.producers,
+            batch: self.batch,
+            bound: self.bound.items(self.batch),
+            chunk: self.bound.chunk(self.batch),
+            n,
+        }
+    }
+
+    /// Whether `other` is the same configuration (bound, item, producers, batch size).
+    pub(crate) fn same_config(self, other: Self) -> bool {
+        (self.bound, self.item, self.producers, self.batch)
+            == (other.bound, other.item, other.producers, other.batch)
+    }
+}
+
+impl std::fmt::Display for Case {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} {} bound={} P={} B={}",
+            self.imp.id(),
+            self.item,
+            self.bound,
+            self.producers,
+            self.batch
+        )
+    }
+}
+
+/// What one run measured.
+#[derive(Debug)]
+pub(crate) struct Outcome {
+    /// From the first add to the last item handled.
+    pub(crate) elapsed: Duration,
+    /// Handler calls.
+    pub(crate) batches: u64,
+    /// Add→handled nanoseconds of the sampled items.
+    pub(crate) latencies: Vec<u32>,
+}
+
 /// Every case's measurements.
 #[derive(Clone, Debug)]
 pub(crate) struct Row {
@@ -53,10 +101,12 @@ pub(crate) struct Row {
     pub(crate) case: Case,
     /// Items per run.
     pub(crate) n: u64,
-    /// Wall time of each run.
+    /// Wall time of each run, first add to last item handled.
     pub(crate) times: Vec<Duration>,
     /// Batches the handler got in the last run.
     pub(crate) batches: u64,
+    /// Add→handled nanoseconds of every sampled item of every run, sorted once all ran.
+    pub(crate) latencies: Vec<u32>,
     /// Peak RSS of a child running this case once, in KiB.
     pub(crate) rss_kib: Option<u64>,
 }
@@ -91,6 +141,11 @@ impl Row {
     pub(crate) fn mean_batch(&self) -> f64 {
         self.n as f64 / self.batches.max(1) as f64
     }
+
+    /// The `q`-quantile of the add→handled latency in nanoseconds (`latencies` sorted).
+    pub(crate) fn latency(&self, q: f64) -> Option<u32> {
+        quantile(&self.latencies, q)
+    }
 }
 
 /// Everything measured.
@@ -108,21 +163,17 @@ impl Measured {
         self.rows.iter().find(|r| r.case == case)
     }
 
-    /// The fastest row among `role` for the case's item, producers and batch size.
+    /// The fastest row among `role` for the case's configuration.
     pub(crate) fn best(&self, case: Case, role: Role) -> Option<&Row> {
         self.best_where(case, |imp| imp.role() == role)
     }
 
-    /// The fastest row among the implementations `pick` accepts, for the case's item, producers
-    /// and batch size.
+    /// The fastest row among the implementations `pick` accepts, for the case's bound, item,
+    /// producers and batch size.
     pub(crate) fn best_where(&self, case: Case, pick: impl Fn(Impl) -> bool) -> Option<&Row> {
         self.rows
             .iter()
-            .filter(|r| {
-                pick(r.case.imp)
-                    && (r.case.item, r.case.producers, r.case.batch)
-                        == (case.item, case.producers, case.batch)
-            })
+            .filter(|r| pick(r.case.imp) && r.case.same_config(case))
             .max_by(|a, b| a.items_per_sec().total_cmp(&b.items_per_sec()))
     }
 }
@@ -139,11 +190,13 @@ pub(crate) fn runtime() -> Runtime {
 /// Every case, in report order.
 pub(crate) fn cases() -> Vec<Case> {
     let mut cases = Vec::new();
-    for item in ItemKind::ALL {
-        for producers in PRODUCERS {
-            for batch in BATCH_SIZES {
-                for imp in Impl::ALL {
-                    cases.push(Case { item, producers, batch, imp });
+    for bound in Bound::ALL {
+        for item in ItemKind::ALL {
+            for producers in PRODUCERS {
+                for batch in BATCH_SIZES {
+                    for imp in Impl::ALL {
+                        cases.push(Case { bound, item, producers, batch, imp });
+                    }
                 }
             }
         }
@@ -151,20 +204,18 @@ pub(crate) fn cases() -> Vec<Case> {
     cases
 }
 
-/// Runs one case once, checks the delivery, and returns its wall time and tally.
-pub(crate) fn run_once(rt: &Runtime, case: Case, n: u64) -> Result<(Duration, Tally), String> {
-    fn timed<T: Item>(rt: &Runtime, case: Case, n: u64) -> Result<(Duration, Tally), String> {
-        let start = Instant::now();
-        let tally = case.imp.run::<T>(rt, case.producers, case.batch, n);
-        let elapsed = start.elapsed();
-        tally.check::<T>(n, case.batch).map_err(|e| {
-            format!("{} {} P={} B={}: {e}", case.imp.id(), case.item, case.producers, case.batch)
-        })?;
-        Ok((elapsed, tally))
+/// Runs one case once and checks the delivery: a lost, duplicated or unstamped item, or a batch
+/// above B, is an error naming the case.
+pub(crate) fn run_once(rt: &Runtime, case: Case, n: u64) -> Result<Outcome, String> {
+    fn checked<T: Item>(rt: &Runtime, case: Case, n: u64) -> Result<Outcome, String> {
+        let probe = Arc::new(Probe::new(n));
+        let tally = case.imp.run::<T>(rt, case.shape(n), &probe);
+        let elapsed = tally.check::<T>(case.batch).map_err(|e| format!("{case}: {e}"))?;
+        Ok(Outcome { elapsed, batches: tally.batches, latencies: tally.latencies })
     }
     match case.item {
-        ItemKind::U64 => timed::<u64>(rt, case, n),
-        ItemKind::Wide => timed::<Wide>(rt, case, n),
+        ItemKind::U64 => checked::<u64>(rt, case, n),
+        ItemKind::Wide => checked::<Wide>(rt, case, n),
     }
 }
 
@@ -177,7 +228,14 @@ pub(crate) fn measure(settings: &Settings) -> Result<Measured, String> {
     let mut rows: BTreeMap<Case, Row> = cases
         .iter()
         .map(|&case| {
-            let row = Row { case, n: settings.n(case.item), times: Vec::new(), batches: 0, rss_kib: None };
+            let row = Row {
+                case,
+                n: settings.n(case.item),
+                times: Vec::new(),
+                batches: 0,
+                latencies: Vec::new(),
+                rss_kib: None,
+            };
             (case, row)
         })
         .collect();
@@ -188,14 +246,16 @@ pub(crate) fn measure(settings: &Settings) -> Result<Measured, String> {
             let started = Instant::now();
             for k in 0..impls {
                 let case = config[(k + run) % impls];
-                let (elapsed, tally) = run_once(&rt, case, settings.n(case.item))?;
+                let outcome = run_once(&rt, case, settings.n(case.item))?;
                 let row = rows.get_mut(&case).expect("every case has a row");
-                row.times.push(elapsed);
-                row.batches = tally.batches;
+                row.times.push(outcome.elapsed);
+                row.batches = outcome.batches;
+                row.latencies.extend_from_slice(&outcome.latencies);
             }
             let c = config[0];
             eprintln!(
-                "  {} P={} B={:<4} all implementations in {:.2} s",
+                "  bound {:<4} {} P={} B={:<4} all implementations in {:.2} s",
+                c.bound,
                 c.item,
                 c.producers,
                 c.batch,
@@ -204,14 +264,23 @@ pub(crate) fn measure(settings: &Settings) -> Result<Measured, String> {
         }
     }
     drop(rt);
+    for row in rows.values_mut() {
+        row.latencies.sort_unstable();
+    }
 
     let mut idle_rss_kib = None;
     if settings.rss {
         eprintln!("peak RSS: one child process per case");
-        idle_rss_kib = rss::measure(None, ItemKind::U64, 1, BATCH_SIZES[0], 0)?;
+        let idle = Case {
+            bound: Bound::Fixed,
+            item: ItemKind::U64,
+            producers: 1,
+            batch: BATCH_SIZES[0],
+            imp: Impl::LimitVec,
+        };
+        idle_rss_kib = rss::measure(None, idle, 0)?;
         for row in rows.values_mut() {
-            let c = row.case;
-            row.rss_kib = rss::measure(Some(c.imp), c.item, c.producers, c.batch, row.n)?;
+            row.rss_kib = rss::measure(Some(row.case.imp), row.case, row.n)?;
         }
     }
     Ok(Measured { rows: rows.into_values().collect(), idle_rss_kib })
@@ -226,16 +295,24 @@ mod tests {
         let rt = runtime();
         for case in cases() {
             let n = if case.item == ItemKind::U64 { 5_000 } else { 1_000 };
-            let (_, tally) = run_once(&rt, case, n).unwrap();
-            assert_eq!(tally.count, n);
+            let outcome = run_once(&rt, case, n).unwrap();
+            assert_eq!(outcome.latencies.len(), Probe::new(n).samples(), "{case}");
         }
     }
 
     #[test]
     fn median_of_odd_and_even_counts() {
-        let case = Case { item: ItemKind::U64, producers: 1, batch: 16, imp: Impl::Flume };
+        let case =
+            Case { bound: Bound::Fixed, item: ItemKind::U64, producers: 1, batch: 16, imp: Impl::Kanal };
         let ms = |v: &[u64]| v.iter().map(|&m| Duration::from_millis(m)).collect();
-        let mut row = Row { case, n: 1000, times: ms(&[30, 10, 20]), batches: 10, rss_kib: None };
+        let mut row = Row {
+            case,
+            n: 1000,
+            times: ms(&[30, 10, 20]),
+            batches: 10,
+            latencies: vec![5, 7],
+            rss_kib: None,
+        };
         assert!((row.median_secs() - 0.020).abs() < 1e-12);
         row.times = ms(&[40, 10, 20, 30]);
         assert!((row.median_secs() - 0.025).abs() < 1e-12);

@@ -1,11 +1,14 @@
 //! `bench [--smoke] [batch-bench options]`: batch-tokio against its peers.
 //!
 //! Builds and runs the `batch-bench` binary (`bench/`) with `--release --locked`. The full run
-//! writes `docs/bench/results.md` (machine, settings, every case's row) and
-//! `docs/bench/throughput.png`; it takes a few minutes. `--smoke` runs every implementation on
-//! a tiny workload once, which checks every delivered count and checksum and that the report and
-//! chart render, into a temporary directory that is removed afterwards: nothing in `docs/`
-//! changes. CI runs the smoke version. No timing is asserted anywhere.
+//! writes `docs/bench/results.md` (machine, settings, a summary per bound, every case's row with
+//! latency and peak RSS) and `docs/bench/throughput.png`; on a quiet 2-core machine it takes
+//! about 4–6 minutes (2 bounds × 12 configurations × 11 implementations × 7 runs, then one
+//! child process per case for its peak RSS). `--smoke` runs every implementation at both bounds
+//! on a tiny workload once, which checks every delivered count, checksum and latency sample and
+//! that the report and chart render, into a temporary directory that is removed afterwards:
+//! nothing in `docs/` changes. It takes a few seconds; CI runs it. No timing is asserted
+//! anywhere.
 //!
 //! Other arguments (`--runs R`, `--n N`, `--n-wide N`, `--no-rss`) go to `batch-bench` as they
 //! are.
@@ -30,7 +33,7 @@ pub(crate) fn bench(args: &[String]) -> Result {
         let _ = std::fs::remove_dir_all(&dir);
         result?;
         eprintln!(
-            "xtask: bench smoke passed (every implementation delivered every item; report and chart rendered)"
+            "xtask: bench smoke passed (every implementation delivered every item at both bounds; report and chart rendered)"
         );
         Ok(())
     } else {
@@ -51,12 +54,26 @@ fn batch_bench(root: &Path, args: &[String], out: &Path) -> Result {
         .arg(out))
 }
 
-/// Fails unless `dir` holds a non-empty `results.md` and a PNG `throughput.png`.
+/// The section headings `results.md` must have: a summary and full tables for each bound.
+const SECTIONS: [&str; 6] = [
+    "### Bound 4×B",
+    "### Bound 8192",
+    "## Every case: bound 4×B, u64",
+    "## Every case: bound 4×B, 64B",
+    "## Every case: bound 8192, u64",
+    "## Every case: bound 8192, 64B",
+];
+
+/// Fails unless `dir` holds a `results.md` with a summary and a results table for each bound, and
+/// a PNG `throughput.png`.
 fn check_outputs(dir: &Path) -> Result {
     let results = dir.join("results.md");
     let md = std::fs::read_to_string(&results).map_err(|e| format!("reading {}: {e}", results.display()))?;
     if !md.contains("| P | B | implementation |") {
         return Err(format!("{} has no results table", results.display()));
+    }
+    if let Some(missing) = SECTIONS.iter().find(|s| !md.contains(*s)) {
+        return Err(format!("{} has no section `{missing}`", results.display()));
     }
     let png = dir.join("throughput.png");
     let bytes = std::fs::read(&png).map_err(|e| format!("reading {}: {e}", png.display()))?;

@@ -3,23 +3,44 @@
 //! Every implementation takes the items `0..n` from `producers` tokio tasks (each a contiguous
 //! share, see [`share`]), cuts batches of at most `batch` items or after
 //! [`LINGER`](crate::workload::LINGER) since a batch's first item, calls
-//! [`consume`](crate::workload::consume) on each batch, and returns what the handler saw once
-//! every item was handled. Channel-based peers get a bound of [`CAPACITY`], the same room as
-//! batch-tokio's buffer.
+//! [`consume`](crate::workload::consume) on each batch (through
+//! [`Tally::batch`]), and returns what the handler saw once every item was handled. Every one
+//! gets the same room, [`Shape::bound`]: batch-tokio's `capacity` and each channel's bound.
+//! Producers make their items with the run's [`Probe`], which stamps a sample of them.
 
 mod batch_tokio;
+mod drain;
 mod flume;
 mod futures_batch;
+mod kanal;
 mod limit;
 mod recv_many;
 mod tokio_stream;
 
 use std::fmt;
+use std::ops::Range;
+use std::sync::Arc;
 
 use tokio::runtime::Runtime;
 use tokio::task::JoinHandle;
 
-use crate::workload::{CAPACITY, Item, Tally, share};
+use crate::probe::Probe;
+use crate::workload::{Item, Tally, share};
+
+/// The shape of one run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Shape {
+    /// Producer tasks.
+    pub(crate) producers: usize,
+    /// Batch size B.
+    pub(crate) batch: usize,
+    /// Room for items: batch-tokio's `capacity`, every channel's bound.
+    pub(crate) bound: usize,
+    /// Items a bulk producer hands over at once (at most `bound`).
+    pub(crate) chunk: usize,
+    /// Items `0..n` to move.
+    pub(crate) n: u64,
+}
 
 /// What part an implementation plays in the comparison.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -53,7 +74,13 @@ pub(crate) enum Impl {
     ReserveMany,
     /// A bounded flume channel: `recv_async` for a batch's first item, then `try_recv` up to
     /// the batch size, waiting (`recv_async` against the deadline) only when it runs dry.
-    Flume,
+    FlumeTryRecv,
+    /// A bounded flume channel drained in bulk: `drain()` takes everything queued under one
+    /// lock; full batches are cut from it, a partial one waits for more against the deadline.
+    FlumeDrain,
+    /// A bounded kanal channel drained in bulk with `drain_into`, otherwise as
+    /// [`FlumeDrain`](Self::FlumeDrain).
+    Kanal,
     /// One thread filling a `heapless::Vec<T, B>`, calling the handler when it is full.
     LimitHeapless,
     /// One thread filling a `Vec<T>` with room for the batch, calling the handler when full.
@@ -62,14 +89,16 @@ pub(crate) enum Impl {
 
 impl Impl {
     /// Every implementation, in report order.
-    pub(crate) const ALL: [Self; 9] = [
+    pub(crate) const ALL: [Self; 11] = [
         Self::BatchTokioAdd,
         Self::BatchTokioAddMany,
         Self::TokioStreamChunks,
         Self::FuturesBatch,
         Self::RecvMany,
         Self::ReserveMany,
-        Self::Flume,
+        Self::FlumeTryRecv,
+        Self::FlumeDrain,
+        Self::Kanal,
         Self::LimitHeapless,
         Self::LimitVec,
     ];
@@ -83,7 +112,9 @@ impl Impl {
             Self::FuturesBatch => "futures-batch",
             Self::RecvMany => "mpsc-recv-many",
             Self::ReserveMany => "mpsc-reserve-many",
-            Self::Flume => "flume",
+            Self::FlumeTryRecv => "flume-try-recv",
+            Self::FlumeDrain => "flume-drain",
+            Self::Kanal => "kanal",
             Self::LimitHeapless => "limit-heapless",
             Self::LimitVec => "limit-vec",
         }
@@ -98,7 +129,9 @@ impl Impl {
             Self::FuturesBatch => "mpsc + futures-batch",
             Self::RecvMany => "mpsc recv_many + sleep",
             Self::ReserveMany => "mpsc reserve_many + recv_many",
-            Self::Flume => "flume bulk drain",
+            Self::FlumeTryRecv => "flume try_recv",
+            Self::FlumeDrain => "flume drain",
+            Self::Kanal => "kanal drain_into",
             Self::LimitHeapless => "limit: heapless::Vec",
             Self::LimitVec => "limit: Vec",
         }
@@ -125,17 +158,20 @@ impl Impl {
 
     /// Runs the workload once and returns what the handler saw. Only the limit runs on the
     /// calling thread; the others run their producers and consumer on `rt`'s workers.
-    pub(crate) fn run<T: Item>(self, rt: &Runtime, producers: usize, batch: usize, n: u64) -> Tally {
+    pub(crate) fn run<T: Item>(self, rt: &Runtime, shape: Shape, probe: &Arc<Probe>) -> Tally {
+        let probe = Arc::clone(probe);
         match self {
-            Self::LimitHeapless => limit::heapless::<T>(batch, n),
-            Self::LimitVec => limit::vec::<T>(batch, n),
-            Self::BatchTokioAdd => rt.block_on(batch_tokio::add::<T>(producers, batch, n)),
-            Self::BatchTokioAddMany => rt.block_on(batch_tokio::add_many::<T>(producers, batch, n)),
-            Self::TokioStreamChunks => rt.block_on(tokio_stream::run::<T>(producers, batch, n)),
-            Self::FuturesBatch => rt.block_on(futures_batch::run::<T>(producers, batch, n)),
-            Self::RecvMany => rt.block_on(recv_many::per_item::<T>(producers, batch, n)),
-            Self::ReserveMany => rt.block_on(recv_many::bulk::<T>(producers, batch, n)),
-            Self::Flume => rt.block_on(flume::run::<T>(producers, batch, n)),
+            Self::LimitHeapless => limit::heapless::<T>(shape, &probe),
+            Self::LimitVec => limit::vec::<T>(shape, &probe),
+            Self::BatchTokioAdd => rt.block_on(batch_tokio::add::<T>(shape, probe)),
+            Self::BatchTokioAddMany => rt.block_on(batch_tokio::add_many::<T>(shape, probe)),
+            Self::TokioStreamChunks => rt.block_on(tokio_stream::run::<T>(shape, probe)),
+            Self::FuturesBatch => rt.block_on(futures_batch::run::<T>(shape, probe)),
+            Self::RecvMany => rt.block_on(recv_many::per_item::<T>(shape, probe)),
+            Self::ReserveMany => rt.block_on(recv_many::bulk::<T>(shape, probe)),
+            Self::FlumeTryRecv => rt.block_on(flume::try_recv::<T>(shape, probe)),
+            Self::FlumeDrain => rt.block_on(flume::drain::<T>(shape, probe)),
+            Self::Kanal => rt.block_on(kanal::run::<T>(shape, probe)),
         }
     }
 }
@@ -146,13 +182,23 @@ impl fmt::Display for Impl {
     }
 }
 
-/// Spawns `producers` tasks, each running `produce` on its share of `0..n`.
-fn spawn_producers<F, Fut>(producers: usize, n: u64, produce: F) -> Vec<JoinHandle<()>>
+/// Spawns `shape.producers` tasks, each running `produce` on its share of `0..n`; each marks its
+/// start on the probe right before its first add.
+fn spawn_producers<F, Fut>(shape: Shape, probe: &Arc<Probe>, produce: F) -> Vec<JoinHandle<()>>
 where
-    F: Fn(std::ops::Range<u64>) -> Fut,
+    F: Fn(Range<u64>, Arc<Probe>) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
 {
-    (0..producers).map(|p| tokio::spawn(produce(share(n, producers, p)))).collect()
+    (0..shape.producers)
+        .map(|p| {
+            let probe = Arc::clone(probe);
+            let work = produce(share(shape.n, shape.producers, p), Arc::clone(&probe));
+            tokio::spawn(async move {
+                probe.start();
+                work.await;
+            })
+        })
+        .collect()
 }
 
 /// Waits for every producer; a producer's panic is the case's failure.
@@ -164,13 +210,16 @@ async fn join_all(tasks: Vec<JoinHandle<()>>) {
 
 /// Spawns one producer per share sending item by item into a bounded tokio channel, and returns
 /// the receiver with the producers' handles (the senders drop when the producers end).
-fn mpsc_per_item<T: Item>(producers: usize, n: u64) -> (tokio::sync::mpsc::Receiver<T>, Vec<JoinHandle<()>>) {
-    let (tx, rx) = tokio::sync::mpsc::channel::<T>(CAPACITY);
-    let tasks = spawn_producers(producers, n, |range| {
+fn mpsc_per_item<T: Item>(
+    shape: Shape,
+    probe: &Arc<Probe>,
+) -> (tokio::sync::mpsc::Receiver<T>, Vec<JoinHandle<()>>) {
+    let (tx, rx) = tokio::sync::mpsc::channel::<T>(shape.bound);
+    let tasks = spawn_producers(shape, probe, |range, probe| {
         let tx = tx.clone();
         async move {
             for i in range {
-                tx.send(T::make(i)).await.expect("the consumer hung up");
+                tx.send(probe.item(i)).await.expect("the consumer hung up");
             }
         }
     });

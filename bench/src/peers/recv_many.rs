@@ -1,27 +1,30 @@
 //! Bounded `tokio::sync::mpsc` with a hand-written consumer: `recv_many` until the batch is full
 //! or a `tokio::time::sleep` started at the batch's first item fires.
 
+use std::sync::Arc;
+
 use tokio::sync::mpsc::Receiver;
 
-use super::{join_all, mpsc_per_item, spawn_producers};
-use crate::workload::{CAPACITY, CHUNK, Item, LINGER, Tally, chunks};
+use super::{Shape, join_all, mpsc_per_item, spawn_producers};
+use crate::probe::Probe;
+use crate::workload::{Item, LINGER, Tally, chunks};
 
 /// Producers `send` per item.
-pub(super) async fn per_item<T: Item>(producers: usize, batch: usize, n: u64) -> Tally {
-    let (rx, tasks) = mpsc_per_item::<T>(producers, n);
-    let consumer = tokio::spawn(consume(rx, batch));
+pub(super) async fn per_item<T: Item>(shape: Shape, probe: Arc<Probe>) -> Tally {
+    let (rx, tasks) = mpsc_per_item::<T>(shape, &probe);
+    let consumer = tokio::spawn(consume(rx, shape.batch, Tally::new(probe, shape.n)));
     join_all(tasks).await;
     consumer.await.expect("the consumer panicked")
 }
 
 /// Producers reserve room for a chunk with `reserve_many` and fill the permits.
-pub(super) async fn bulk<T: Item>(producers: usize, batch: usize, n: u64) -> Tally {
-    let (tx, rx) = tokio::sync::mpsc::channel::<T>(CAPACITY);
-    let chunk = CHUNK.min(CAPACITY);
-    let tasks = spawn_producers(producers, n, |range| {
+pub(super) async fn bulk<T: Item>(shape: Shape, probe: Arc<Probe>) -> Tally {
+    let (tx, rx) = tokio::sync::mpsc::channel::<T>(shape.bound);
+    let tasks = spawn_producers(shape, &probe, |range, probe| {
         let tx = tx.clone();
         async move {
-            for part in chunks(range, chunk) {
+            for part in chunks(range, shape.chunk) {
+                probe.stamp_range(part.clone());
                 let permits =
                     tx.reserve_many((part.end - part.start) as usize).await.expect("the consumer hung up");
                 for (permit, i) in permits.zip(part) {
@@ -31,15 +34,14 @@ pub(super) async fn bulk<T: Item>(producers: usize, batch: usize, n: u64) -> Tal
         }
     });
     drop(tx);
-    let consumer = tokio::spawn(consume(rx, batch));
+    let consumer = tokio::spawn(consume(rx, shape.batch, Tally::new(probe, shape.n)));
     join_all(tasks).await;
     consumer.await.expect("the consumer panicked")
 }
 
 /// The consumer: waits for a batch's first items, then fills the batch until it is full, the
 /// linger deadline passes or every sender is gone.
-async fn consume<T: Item>(mut rx: Receiver<T>, batch: usize) -> Tally {
-    let mut tally = Tally::default();
+async fn consume<T: Item>(mut rx: Receiver<T>, batch: usize, mut tally: Tally) -> Tally {
     let mut buf = Vec::with_capacity(batch);
     // One timer, re-armed only for a batch that is not full after its first `recv_many`.
     let deadline = tokio::time::sleep(LINGER);
