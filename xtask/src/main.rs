@@ -2,9 +2,11 @@
 //!
 //! - `test`: everything CI checks, installing what a fresh machine lacks (rustup targets, QEMU,
 //!   defmt-print). Ends with a `tests: N passed, M failed` line.
-//! - `qemu [--broken]`: build and run the QEMU firmware, decoding its defmt logs.
+//! - `qemu [--arch NAME | --all] [--broken]`: build and run the QEMU firmware (thumbv7em,
+//!   thumbv6m, riscv32imc), decoding its defmt logs.
 //! - `boards`: build the STM32F411 and ESP32-C3 examples.
-//! - `size`: flash and RAM of the QEMU firmware and the batcher's share of it.
+//! - `size [--check]`: flash and RAM of the batcher on the three MCU targets, beside embassy-sync's
+//!   `Channel`; `--check` enforces the size budgets.
 //! - `bench`: run the benchmarks against the peers and write the report.
 //! - `soak [ITEMS]`: a long batch-tokio run that checks accounting and RSS (not in CI).
 
@@ -26,9 +28,9 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
         Some("test") => test(),
-        Some("qemu") => qemu::qemu(args.iter().any(|a| a == "--broken")),
+        Some("qemu") => qemu::qemu(&args[1..]),
         Some("boards") => boards::boards(),
-        Some("size") => size::size(),
+        Some("size") => size::size(&args[1..]),
         Some("bench") => bench::bench(&args[1..]),
         Some("soak") => soak::soak(&args[1..]),
         Some("help" | "--help" | "-h") | None => {
@@ -50,9 +52,11 @@ const HELP: &str = "usage: cargo xtask <command>
 
 commands:
   test      every check CI runs (installs missing rustup targets, QEMU, defmt-print)
-  qemu      build and run the QEMU firmware (add --broken for the variant that must fail)
+  qemu      build and run the QEMU firmware on mps2-an386 (thumbv7em); --arch thumbv6m|riscv32imc
+            for another machine, --all for all three; --broken for the variant that must fail
   boards    build the STM32F411 and ESP32-C3 examples
-  size      flash and RAM of the batcher (QEMU firmware; Markdown tables)
+  size      flash and RAM of the batcher and of embassy-sync's Channel on the three MCU targets
+            (Markdown tables); --check fails when a size budget is exceeded
   bench     batch-tokio against its peers; writes docs/bench/ (--smoke: quick check, writes nothing)
   soak      long run of batch-tokio (10^8 items by default) checking accounting and RSS growth
   help      this text";
@@ -190,16 +194,34 @@ fn test() -> Result {
             "warnings",
         ]))
     });
-    t.step("QEMU firmware (self-check passes)", |_| qemu::qemu(false));
-    t.step("QEMU firmware, broken variant (must fail)", |_| match qemu::qemu(true) {
-        Ok(()) => Err("the deliberately broken firmware passed its self-check".into()),
-        Err(e) => {
-            eprintln!("xtask: the broken variant failed as it must: {e}");
-            Ok(())
-        }
-    });
+    firmware_steps(&mut t);
     t.step("board examples (STM32F411, ESP32-C3)", |_| boards::boards());
     finish(&t)
+}
+
+/// The firmware checks: lints, a QEMU run per architecture (and its broken variant, which must
+/// fail), and the size budgets.
+fn firmware_steps(t: &mut Tally) {
+    t.step("firmware-qemu clippy for the three MCU targets (-D warnings)", |_| {
+        for machine in &qemu::MACHINES {
+            util::run(
+                qemu::firmware_cargo("clippy", machine.target)
+                    .args(["--bins", "--lib", "--", "-D", "warnings"]),
+            )?;
+        }
+        Ok(())
+    });
+    for machine in &qemu::MACHINES {
+        t.step(&format!("QEMU {} on {} (self-check passes)", machine.target, machine.board), |_| {
+            qemu::run_passing(machine, false)
+        });
+        t.step(&format!("QEMU {}, broken variant (self-check must fail)", machine.target), |_| {
+            qemu::run_broken_must_fail(machine)
+        });
+    }
+    t.step("size budgets (batcher .text and state on three targets)", |_| {
+        size::size(&["--check".to_owned()])
+    });
 }
 
 fn add_targets(targets: &[&str]) -> Result {
