@@ -5,13 +5,14 @@
 //! |---|---|---|
 //! | `thumbv7em` (default) | `thumbv7em-none-eabihf` | `mps2-an386` (Cortex-M4F) |
 //! | `thumbv6m` | `thumbv6m-none-eabi` | `mps2-an385` (a Cortex-M3 running the v6-M code) |
-//! | `riscv32imc` | `riscv32imc-unknown-none-elf` | `virt`, `-bios none` |
+//! | `riscv32imc` | `riscv32imc-unknown-none-elf` | `virt`, `-bios none`, `-cpu rv32,a=off,f=off,d=off` |
 //!
 //! QEMU has no Cortex-M0 board with a timer an embassy time driver can use short of the nRF51
 //! `microbit` (16 KiB of RAM), so the thumbv6m image runs on the Cortex-M3 of mps2-an385, which
 //! executes v6-M code unchanged. A Cortex-M3 would also execute v7-M instructions, so before
 //! booting the thumbv6m image is disassembled as ARMv6-M and any instruction outside it fails
-//! the run.
+//! the run. The RISC-V CPU, on the other hand, is configured without the A (atomics) extension,
+//! so QEMU itself rejects an atomic instruction (an exception: exit status 102).
 //!
 //! The firmware reports through its exit status (semihosting, on both architectures): 0 when its
 //! self-check passed, 1 when it failed, 101 after a panic, 102 after a fault. QEMU runs with
@@ -68,10 +69,12 @@ pub(crate) const MACHINES: [Machine; 3] = [
     Machine {
         name: "riscv32imc",
         target: "riscv32imc-unknown-none-elf",
-        board: "virt (RV32, -bios none)",
+        board: "virt (RV32IMC: no atomics extension)",
         qemu: "qemu-system-riscv32",
         apt_package: "qemu-system-misc",
-        args: &["-machine", "virt", "-bios", "none"],
+        // The default CPU is RV32GC; without A (and F, D) it is an RV32IMC like the ESP32-C3,
+        // and an atomic instruction in the image is an illegal-instruction exception.
+        args: &["-machine", "virt", "-bios", "none", "-cpu", "rv32,a=off,f=off,d=off"],
         v6m_only: false,
     },
 ];

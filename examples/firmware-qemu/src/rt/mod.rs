@@ -5,7 +5,7 @@
 //! |---|---|---|---|
 //! | `thumbv7em-none-eabihf` | `mps2-an386` (Cortex-M4F) | SysTick (`systick.rs`) | FLASH 0x0, RAM 0x2000_0000 |
 //! | `thumbv6m-none-eabi` | `mps2-an385` (Cortex-M3 running v6-M code) | SysTick (`systick.rs`) | the same |
-//! | `riscv32imc-unknown-none-elf` | `virt`, `-bios none` | CLINT `mtime`/`mtimecmp` (`clint.rs`) | FLASH 0x8000_0000, RAM 0x8040_0000 |
+//! | `riscv32imc-unknown-none-elf` | `virt`, `-bios none`, `-cpu rv32,a=off,f=off,d=off` | CLINT `mtime`/`mtimecmp` (`clint.rs`) | FLASH 0x8000_0000, RAM 0x8040_0000 |
 //!
 //! (`build.rs` writes the memory layout for the target.)
 //!
