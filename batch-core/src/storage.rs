@@ -225,6 +225,20 @@ mod alloc_impls {
         pub fn with_capacity(capacity: usize) -> Self {
             Self { items: VecDeque::with_capacity(capacity), capacity }
         }
+
+        /// Like [`with_capacity`](Self::with_capacity), but reports an allocation that cannot be
+        /// made (a capacity too large for memory) instead of aborting.
+        ///
+        /// ```
+        /// use batch_core::storage::FixedDeque;
+        /// assert!(FixedDeque::<u64>::try_with_capacity(1 << 60).is_err());
+        /// assert!(FixedDeque::<u64>::try_with_capacity(16).is_ok());
+        /// ```
+        pub fn try_with_capacity(capacity: usize) -> Result<Self, alloc::collections::TryReserveError> {
+            let mut items = VecDeque::new();
+            items.try_reserve_exact(capacity)?;
+            Ok(Self { items, capacity })
+        }
     }
 
     impl<T> Queue<T> for FixedDeque<T> {

@@ -30,6 +30,19 @@ pub enum BuildError {
     Config(ConfigError),
     /// `attempt_timeout` is zero, so every attempt would time out.
     ZeroAttemptTimeout,
+    /// The memory a setting asks for cannot be allocated (the allocation failed, or its size
+    /// overflows). Nothing was allocated for good.
+    OutOfMemory {
+        /// The setting: `capacity`, `max_in_flight` or `max_batch`.
+        field: &'static str,
+        /// The number of elements asked for.
+        requested: usize,
+    },
+    /// [`Builder::spawn`] was called outside a tokio runtime.
+    NoRuntime,
+    /// The tokio runtime was built without timers (`enable_time`/`enable_all`): linger and
+    /// retry delays could never fire.
+    NoTimers,
 }
 
 impl std::fmt::Display for BuildError {
@@ -37,6 +50,13 @@ impl std::fmt::Display for BuildError {
         match self {
             Self::Config(e) => e.fmt(f),
             Self::ZeroAttemptTimeout => f.write_str("attempt_timeout is 0: every attempt would time out"),
+            Self::OutOfMemory { field, requested } => {
+                write!(f, "{field} ({requested}) asks for more memory than can be allocated")
+            }
+            Self::NoRuntime => f.write_str("spawn was called outside a tokio runtime"),
+            Self::NoTimers => {
+                f.write_str("the tokio runtime has no timers: build it with enable_time() (or enable_all())")
+            }
         }
     }
 }
@@ -98,7 +118,35 @@ fn micros(d: Duration) -> batch_core::Duration {
     batch_core::Duration::from_micros(u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
 }
 
-impl<T: Send + Sync + 'static> Builder<T> {
+impl BuildError {
+    /// The setting at fault (`"runtime"` for the two runtime errors).
+    ///
+    /// ```
+    /// use batch_tokio::{Batcher, handler};
+    /// let err = Batcher::builder()
+    ///     .capacity(usize::MAX)
+    ///     .build(handler::from_sync(|_: &[u64]| Ok::<_, std::io::Error>(())))
+    ///     .unwrap_err();
+    /// assert_eq!(err.field(), "capacity");
+    /// ```
+    pub fn field(&self) -> &'static str {
+        match self {
+            Self::Config(e) => e.field(),
+            Self::ZeroAttemptTimeout => "attempt_timeout",
+            Self::OutOfMemory { field, .. } => field,
+            Self::NoRuntime | Self::NoTimers => "runtime",
+        }
+    }
+}
+
+/// Allocates an empty `Vec` with room for `n` elements, or reports which setting asked too much.
+pub(crate) fn try_vec<E>(n: usize, field: &'static str) -> Result<Vec<E>, BuildError> {
+    let mut v = Vec::new();
+    v.try_reserve_exact(n).map_err(|_| BuildError::OutOfMemory { field, requested: n })?;
+    Ok(v)
+}
+
+impl<T: Send + 'static> Builder<T> {
     pub(crate) fn new() -> Self {
         Self {
             config: Config::new(),
@@ -179,12 +227,16 @@ impl<T: Send + Sync + 'static> Builder<T> {
     /// It runs on the worker: hand slow work off. Without it, dead letters are logged with
     /// `tracing` and counted.
     #[must_use]
+    ///
+    /// A panic in it is contained and counted ([`Metrics::panics`](crate::Metrics::panics)); the
+    /// batch still counts as dead-lettered (the callback had its items).
     pub fn on_error(mut self, f: impl Fn(BatchError, DeadLetter<T>) + Send + Sync + 'static) -> Self {
         self.on_error = Some(Arc::new(f));
         self
     }
     /// Called with each item evicted by [`Overflow::DropOldest`], on the producer's task.
-    /// Without it, evicted items are dropped and counted.
+    /// Without it, evicted items are dropped and counted. A panic in it is contained and counted
+    /// ([`Metrics::panics`](crate::Metrics::panics)); the producer's add still succeeds.
     #[must_use]
     pub fn on_evict(mut self, f: impl Fn(T) + Send + Sync + 'static) -> Self {
         self.on_evict = Some(Box::new(f));
@@ -192,36 +244,58 @@ impl<T: Send + Sync + 'static> Builder<T> {
     }
 
     /// Builds the batcher and its worker future, for callers who spawn it themselves (tower's
-    /// `Buffer::pair`). Nothing is delivered until the worker runs.
+    /// `Buffer::pair`). Nothing is delivered until the worker runs. Every setting is checked and
+    /// every buffer allocated here, fallibly: a size that cannot be allocated is a
+    /// [`BuildError::OutOfMemory`] naming the setting, never an abort. Called inside a tokio
+    /// runtime without timers, it fails with [`BuildError::NoTimers`]; a worker that finds no
+    /// timers when it first runs (spawned on such a runtime, or polled outside tokio) stops at
+    /// once, closing the batcher: adds get their item back and `shutdown` reports what was
+    /// accepted in its remainder.
     pub fn build<H: Handler<T>>(self, handler: H) -> Result<(Batcher<T>, Worker), BuildError> {
         if self.attempt_timeout == Some(Duration::ZERO) {
             return Err(BuildError::ZeroAttemptTimeout);
         }
         let lanes = self.config.get_max_in_flight();
+        self.config.validate(self.capacity, lanes)?;
+        if tokio::runtime::Handle::try_current().is_ok() && !crate::deadline::tokio_timers_available() {
+            return Err(BuildError::NoTimers);
+        }
+        let max_batch = self.config.max_batch_for(self.capacity);
+        let queue = FixedDeque::try_with_capacity(self.capacity)
+            .map_err(|_| BuildError::OutOfMemory { field: "capacity", requested: self.capacity })?;
         let core: Core<T> = batch_core::BatchCore::with_storage(
             self.config,
-            FixedDeque::with_capacity(self.capacity),
-            Vec::with_capacity(lanes),
+            queue,
+            try_vec(lanes, "max_in_flight")?,
             self.weigher,
         )?;
-        let max_batch = self.config.max_batch_for(self.capacity);
+        // One batch buffer per flight slot. Probe the total first: many buffers that are each
+        // small enough can add up to more than the machine has, which one request reveals.
+        let total = lanes.saturating_mul(max_batch);
+        drop(try_vec::<T>(total, "max_in_flight")?);
+        let mut bufs = try_vec(lanes, "max_in_flight")?;
+        for _ in 0..lanes {
+            bufs.push(try_vec(max_batch, "max_batch")?);
+        }
         let shared = Arc::new(Shared::new(core, lanes, self.on_error, self.on_evict));
         let worker = Worker::new(
             Arc::clone(&shared),
             handler,
             LaneConfig { max_batch, attempt_timeout: self.attempt_timeout, lanes },
+            bufs,
         );
         Ok((Batcher { shared }, worker))
     }
 
-    /// Builds the batcher and spawns its worker on the current tokio runtime.
-    ///
-    /// # Panics
-    ///
-    /// Outside a tokio runtime (as `tokio::spawn` does).
+    /// Builds the batcher and spawns its worker on the current tokio runtime. Outside a runtime
+    /// it fails with [`BuildError::NoRuntime`], on a runtime without timers with
+    /// [`BuildError::NoTimers`].
     pub fn spawn<H: Handler<T>>(self, handler: H) -> Result<Batcher<T>, BuildError> {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return Err(BuildError::NoRuntime);
+        };
         let (batcher, worker) = self.build(handler)?;
-        tokio::spawn(worker);
+        runtime.spawn(worker);
         Ok(batcher)
     }
 }

@@ -57,44 +57,68 @@ impl<T> Clone for Batcher<T> {
 impl<T> Drop for Batcher<T> {
     fn drop(&mut self) {
         if self.shared.handles.fetch_sub(1, Ordering::AcqRel) == 1 {
-            // The last handle: nobody can add any more, so drain and let the worker end.
-            self.shared.lock().core.close();
+            // The last handle: nobody can add, flush or resume any more, so drain (a paused
+            // batcher is resumed: nobody else could) and let the worker end.
+            let now = self.shared.now();
+            {
+                let mut st = self.shared.lock();
+                st.core.close();
+                st.core.resume(now);
+            }
             self.shared.work.notify_waiters();
+            self.shared.space.notify_waiters();
         }
     }
 }
 
-/// What [`Batcher::shutdown_timeout`] reports.
+/// A handle that does not keep its batcher alive (`std::sync::Weak`'s role): for a handler or a
+/// callback that needs a way back to its own batcher. A strong [`Batcher`] captured by its own
+/// handler would keep the batcher open forever, since dropping the last handle is what closes
+/// it.
 ///
 /// ```
 /// use batch_tokio::{Batcher, handler};
-/// use std::time::Duration;
-/// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+/// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() {
-/// let b = Batcher::builder()
-///     .spawn(handler::from_fn(|_b: handler::Batch<u8>| async {
-///         std::future::pending::<()>().await; // an uplink that never answers
-///         Ok::<_, std::io::Error>(())
-///     }))
-///     .unwrap();
-/// b.add(1).await.unwrap();
-/// let report = b.shutdown_timeout(Duration::from_secs(2)).await;
-/// assert!(report.timed_out);
-/// assert_eq!(report.remainder, vec![1]); // handed back, not lost
+/// let b = Batcher::builder().spawn(handler::from_sync(|_: &[u8]| Ok::<_, std::io::Error>(()))).unwrap();
+/// let weak = b.downgrade();
+/// assert!(weak.upgrade().is_some());
+/// drop(b); // the last strong handle: the batcher drains and closes
+/// assert!(weak.upgrade().is_none());
 /// # }
 /// ```
-#[derive(Debug)]
-#[non_exhaustive]
-pub struct ShutdownReport<T> {
-    /// Items not delivered nor dead-lettered when the deadline expired, oldest batches first.
-    /// Items of an attempt cut short may have reached the sink (at-least-once for those). Also
-    /// what the worker held if it was dropped before it drained (its runtime shut down, or its
-    /// task was aborted): then `timed_out` may be false and the remainder still non-empty.
-    pub remainder: Vec<T>,
-    /// Whether the deadline expired before the drain finished.
-    pub timed_out: bool,
-    /// The final counters.
-    pub metrics: Metrics,
+pub struct WeakBatcher<T> {
+    shared: std::sync::Weak<Shared<T>>,
+}
+
+impl<T> Clone for WeakBatcher<T> {
+    fn clone(&self) -> Self {
+        Self { shared: self.shared.clone() }
+    }
+}
+
+impl<T> std::fmt::Debug for WeakBatcher<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WeakBatcher").finish_non_exhaustive()
+    }
+}
+
+impl<T> WeakBatcher<T> {
+    /// A strong handle, if some other strong handle still exists (once the last one is dropped
+    /// the batcher is closed for good, and this returns `None`).
+    pub fn upgrade(&self) -> Option<Batcher<T>> {
+        let shared = self.shared.upgrade()?;
+        let mut n = shared.handles.load(Ordering::Acquire);
+        loop {
+            if n == 0 {
+                return None;
+            }
+            match shared.handles.compare_exchange_weak(n, n + 1, Ordering::AcqRel, Ordering::Acquire) {
+                Ok(_) => return Some(Batcher { shared }),
+                Err(now) => n = now,
+            }
+        }
+    }
 }
 
 /// Items [`Batcher::add_many`] could not take, each with the reason and the item.
@@ -123,7 +147,7 @@ impl<T> std::fmt::Display for Rejected<T> {
 
 impl<T: std::fmt::Debug> std::error::Error for Rejected<T> {}
 
-impl<T: Send + Sync + 'static> Batcher<T> {
+impl<T: Send + 'static> Batcher<T> {
     /// A builder with the default settings (see [`Builder`]).
     pub fn builder() -> Builder<T> {
         Builder::new()
@@ -131,9 +155,18 @@ impl<T: Send + Sync + 'static> Batcher<T> {
 }
 
 impl<T> Batcher<T> {
+    /// A [`WeakBatcher`] for this batcher.
+    pub fn downgrade(&self) -> WeakBatcher<T> {
+        WeakBatcher { shared: Arc::downgrade(&self.shared) }
+    }
+
     /// Adds an item, waiting while the buffer is full. Fails only when the batcher is stopped
     /// ([`PushError::Closed`]) or the item is heavier than `max_weight` ([`PushError::TooHeavy`]),
     /// handing the item back. Cancel-safe: dropping the future before it completes drops the item.
+    ///
+    /// Called from inside this batcher's own handler or `on_error` while the buffer is full, it
+    /// returns [`PushError::Full`] at once instead of waiting (the room it would wait for can only
+    /// come from the worker that is calling).
     pub async fn add(&self, item: T) -> Result<(), PushError<T>> {
         self.add_waiting(item, false).await
     }
@@ -165,6 +198,10 @@ impl<T> Batcher<T> {
                     };
                     return self.finish_push(st, result);
                 }
+                if self.shared.called_from_worker() {
+                    drop(st);
+                    return Err(PushError::Full(item));
+                }
                 if waiting.is_none() {
                     waiting = Some(Waiting::new(&self.shared, &mut st));
                 }
@@ -177,7 +214,9 @@ impl<T> Batcher<T> {
     }
 
     /// Adds many items with one lock per run of room, waiting while full. Items refused because
-    /// the batcher stopped or they are too heavy come back in [`Rejected`], in order.
+    /// the batcher stopped or they are too heavy come back in [`Rejected`], in order. Called from
+    /// inside this batcher's own handler while full, it does not wait: the items that found no
+    /// room come back as [`PushError::Full`].
     pub async fn add_many(&self, items: impl IntoIterator<Item = T>) -> Result<(), Rejected<T>> {
         let mut items = items.into_iter();
         let mut held: Option<T> = None;
@@ -219,6 +258,11 @@ impl<T> Batcher<T> {
             let Some((guard, room)) = waiting else {
                 return if refused.is_empty() { Ok(()) } else { Err(Rejected { items: refused }) };
             };
+            if self.shared.called_from_worker() {
+                drop(guard);
+                refused.extend(held.take().into_iter().chain(items).map(PushError::Full));
+                return Err(Rejected { items: refused });
+            }
             room.await;
             drop(guard);
         }
@@ -226,8 +270,21 @@ impl<T> Batcher<T> {
 
     /// Cuts everything buffered now and waits until every item accepted before the call has
     /// reached a final outcome (delivered or dead-lettered). Resolves at once, without calling
-    /// the handler, when nothing is pending.
+    /// the handler, when nothing is pending, and when the worker has stopped.
+    ///
+    /// Called from inside this batcher's own handler or `on_error`, it starts the cut and
+    /// returns at once: waiting would wait for the very batch that is calling.
     pub async fn flush(&self) {
+        if self.shared.called_from_worker() {
+            let mut st = self.shared.lock();
+            let _ = st.core.flush();
+            let wake = st.core.poll_wake();
+            drop(st);
+            if wake {
+                self.shared.work.notify_waiters();
+            }
+            return;
+        }
         let token = {
             let mut st = self.shared.lock();
             let token = st.core.flush();
@@ -250,36 +307,6 @@ impl<T> Batcher<T> {
             }
             settled.await;
         }
-    }
-
-    /// Stops taking items (later adds get [`PushError::Closed`]), delivers everything accepted
-    /// (retries included), and waits for the worker to end. A paused batcher stays paused:
-    /// resume it, or use [`shutdown_timeout`](Self::shutdown_timeout).
-    pub async fn shutdown(&self) {
-        self.close();
-        self.wait_finished().await;
-    }
-
-    /// Like [`shutdown`](Self::shutdown), but gives up after `deadline`: attempts still running
-    /// are cancelled, and everything not yet delivered or dead-lettered is returned in the report.
-    pub async fn shutdown_timeout(&self, deadline: std::time::Duration) -> ShutdownReport<T> {
-        self.close();
-        let timed_out = tokio::time::timeout(deadline, self.wait_finished()).await.is_err();
-        if timed_out {
-            self.shared.aborted.store(true, Ordering::Release);
-            self.shared.abort.notify_waiters();
-            self.wait_finished().await;
-        }
-        let mut st = self.shared.lock();
-        ShutdownReport { remainder: std::mem::take(&mut st.remainder), timed_out, metrics: st.core.metrics() }
-    }
-
-    /// Stops taking items and starts the drain, without waiting.
-    pub fn close(&self) {
-        self.shared.lock().core.close();
-        self.shared.work.notify_waiters();
-        // Producers waiting for room get their item back now.
-        self.shared.space.notify_waiters();
     }
 
     /// Pauses: no batch starts and no retry clock runs; adds keep buffering up to capacity.
@@ -320,16 +347,6 @@ impl<T> Batcher<T> {
     /// nanoseconds), never waiting on the handler.
     pub fn metrics(&self) -> Metrics {
         self.shared.lock().core.metrics()
-    }
-
-    async fn wait_finished(&self) {
-        loop {
-            let done = self.shared.done.notified();
-            if self.shared.finished.load(Ordering::Acquire) {
-                return;
-            }
-            done.await;
-        }
     }
 
     #[inline]

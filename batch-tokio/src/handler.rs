@@ -20,6 +20,7 @@
 //! # let _ = h;
 //! ```
 
+use std::any::Any;
 use std::fmt;
 use std::future::Future;
 use std::ops::Deref;
@@ -42,28 +43,106 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 /// # let _ = (h, Trigger::Size);
 /// ```
 ///
-/// It is a cheap handle: cloning it does not copy the items. Do not keep it after the handler's
-/// future ends: the worker reuses the buffer, and a dead-lettered batch can only hand its items
-/// over by value when nothing else holds them.
-#[derive(Debug)]
+/// A [`Handler`] gets it by `&mut` (the worker keeps it through the retries); a closure made with
+/// [`from_fn`] gets an owned handle that shares the items (cloning it does not copy them). If
+/// such a handle outlives its attempt (moved into a detached task or `spawn_blocking` that is
+/// still running), the worker cannot take the items back by value: a dead letter then has no
+/// items to give ([`DeadLetter::into_items`] fails) and a shutdown deadline reports the batch as
+/// [`Abandoned`](crate::Abandoned) instead of returning it.
 pub struct Batch<T> {
-    pub(crate) items: Arc<Vec<T>>,
+    pub(crate) items: Items<T>,
     pub(crate) seq: u64,
     pub(crate) attempt: u32,
     pub(crate) trigger: Trigger,
 }
 
-impl<T> Clone for Batch<T> {
-    fn clone(&self) -> Self {
-        Self { items: Arc::clone(&self.items), seq: self.seq, attempt: self.attempt, trigger: self.trigger }
+/// Where a batch's items are: owned by the worker, or shared with a [`from_fn`] closure (type
+/// erased so that `Batch<T>` is `Send` for any `T: Send`; only [`from_fn`], which needs
+/// `T: Sync`, ever shares).
+pub(crate) enum Items<T> {
+    Owned(Vec<T>),
+    Shared(Box<dyn Any + Send>, std::marker::PhantomData<fn() -> T>),
+}
+
+impl<T: fmt::Debug + 'static> fmt::Debug for Batch<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Batch")
+            .field("seq", &self.seq)
+            .field("attempt", &self.attempt)
+            .field("trigger", &self.trigger)
+            .field("items", &self.items())
+            .finish()
+    }
+}
+
+impl<T: 'static> Batch<T> {
+    pub(crate) fn new(items: Vec<T>, seq: u64, attempt: u32, trigger: Trigger) -> Self {
+        Self { items: Items::Owned(items), seq, attempt, trigger }
+    }
+
+    /// The items, oldest first.
+    pub fn items(&self) -> &[T] {
+        match &self.items {
+            Items::Owned(v) => v,
+            Items::Shared(any, _) => any.downcast_ref::<Arc<Vec<T>>>().map_or(&[], |v| v.as_slice()),
+        }
+    }
+
+    /// Takes the items back by value if nothing else holds them (`Err(self)` otherwise).
+    pub(crate) fn try_own(&mut self) -> bool {
+        let Items::Shared(any, _) = &mut self.items else { return true };
+        let Some(arc) = any.downcast_mut::<Arc<Vec<T>>>() else { return false };
+        let Some(v) = Arc::get_mut(arc) else { return false };
+        let v = std::mem::take(v);
+        self.items = Items::Owned(v);
+        true
+    }
+
+    /// The items by value, if nothing else holds them.
+    pub(crate) fn take_items(&mut self) -> Option<Vec<T>> {
+        if !self.try_own() {
+            return None;
+        }
+        match &mut self.items {
+            Items::Owned(v) => Some(std::mem::take(v)),
+            Items::Shared(..) => None,
+        }
+    }
+}
+
+impl<T: Send + Sync + 'static> Batch<T> {
+    /// Another handle on the same items, without copying them: for handing the batch to
+    /// `spawn_blocking` or another task. See the type's notes on keeping one beyond its attempt.
+    ///
+    /// ```
+    /// use batch_tokio::handler::{self, Batch};
+    /// let h = handler::from_fn(|mut batch: Batch<String>| async move {
+    ///     let shared = batch.share();
+    ///     tokio::task::spawn_blocking(move || shared.len()).await.map(drop)
+    /// });
+    /// # let _ = h;
+    /// ```
+    #[must_use]
+    pub fn share(&mut self) -> Self {
+        if let Items::Owned(v) = &mut self.items {
+            let arc: Arc<Vec<T>> = Arc::new(std::mem::take(v));
+            self.items = Items::Shared(Box::new(arc), std::marker::PhantomData);
+        }
+        let arc = match &self.items {
+            Items::Shared(any, _) => any.downcast_ref::<Arc<Vec<T>>>().map(Arc::clone),
+            Items::Owned(_) => None,
+        };
+        let arc = arc.unwrap_or_default();
+        Self {
+            items: Items::Shared(Box::new(arc), std::marker::PhantomData),
+            seq: self.seq,
+            attempt: self.attempt,
+            trigger: self.trigger,
+        }
     }
 }
 
 impl<T> Batch<T> {
-    /// The items, oldest first.
-    pub fn items(&self) -> &[T] {
-        &self.items
-    }
     /// The batch's sequence number (0, 1, 2, ... in cut order; the same on every retry).
     pub fn seq(&self) -> u64 {
         self.seq
@@ -78,10 +157,10 @@ impl<T> Batch<T> {
     }
 }
 
-impl<T> Deref for Batch<T> {
+impl<T: 'static> Deref for Batch<T> {
     type Target = [T];
     fn deref(&self) -> &[T] {
-        &self.items
+        self.items()
     }
 }
 
@@ -141,15 +220,20 @@ impl std::error::Error for BatchError {
 /// assert_eq!(*kept.lock().unwrap(), vec![1, 2]);
 /// # }
 /// ```
-#[derive(Debug)]
 pub struct DeadLetter<T> {
     pub(crate) batch: Batch<T>,
 }
 
-impl<T> DeadLetter<T> {
+impl<T: fmt::Debug + 'static> fmt::Debug for DeadLetter<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DeadLetter").field("batch", &self.batch).finish()
+    }
+}
+
+impl<T: 'static> DeadLetter<T> {
     /// The items, oldest first.
     pub fn items(&self) -> &[T] {
-        &self.batch.items
+        self.batch.items()
     }
     /// The batch's sequence number.
     pub fn seq(&self) -> u64 {
@@ -159,17 +243,21 @@ impl<T> DeadLetter<T> {
     pub fn attempts(&self) -> u32 {
         self.batch.attempt
     }
-    /// Takes the items by value. Fails (handing the letter back) only if a handler kept a clone
-    /// of its [`Batch`] beyond its attempt.
-    pub fn into_items(self) -> Result<Vec<T>, Self> {
-        let Batch { items, seq, attempt, trigger } = self.batch;
-        Arc::try_unwrap(items).map_err(|items| Self { batch: Batch { items, seq, attempt, trigger } })
+    /// Takes the items by value. Fails (handing the letter back) only if a handler kept a
+    /// [shared handle](Batch::share) on its batch beyond its attempt.
+    pub fn into_items(mut self) -> Result<Vec<T>, Self> {
+        self.batch.take_items().ok_or(self)
     }
 }
 
-/// Delivers batches. Implement it for stateful sinks; use [`from_fn`] or [`from_sync`] for
-/// closures. With `max_in_flight > 1` several attempts run at once on the same handler, hence
-/// `&self` and `Sync`.
+/// Delivers batches. Implement it for stateful sinks; use [`from_fn`], [`from_sync`] or
+/// [`from_blocking`] for closures. With `max_in_flight > 1` several attempts run at once on the
+/// same handler, hence `&self` and `Sync`.
+///
+/// The worker keeps the batch through its retries and lends it by `&mut` for each attempt. The
+/// future runs on the worker's task: it must not block its thread (blocking work belongs in
+/// `spawn_blocking`, or use [`from_blocking`]). An error, a panic (when the future is created or
+/// while it runs) or an `attempt_timeout` fails the attempt; none of them stops the batcher.
 ///
 /// ```
 /// use batch_tokio::handler::{Batch, Handler};
@@ -178,7 +266,7 @@ impl<T> DeadLetter<T> {
 /// struct Sum(AtomicU64);
 /// impl Handler<u64> for Sum {
 ///     type Error = std::convert::Infallible;
-///     async fn handle(&self, batch: &Batch<u64>) -> Result<(), Self::Error> {
+///     async fn handle(&self, batch: &mut Batch<u64>) -> Result<(), Self::Error> {
 ///         self.0.fetch_add(batch.iter().sum(), Ordering::Relaxed);
 ///         Ok(())
 ///     }
@@ -188,14 +276,15 @@ pub trait Handler<T>: Send + Sync + 'static {
     /// What a failed attempt reports.
     type Error: Into<BoxError>;
     /// Delivers one batch (one attempt).
-    fn handle(&self, batch: &Batch<T>) -> impl Future<Output = Result<(), Self::Error>> + Send;
+    fn handle(&self, batch: &mut Batch<T>) -> impl Future<Output = Result<(), Self::Error>> + Send;
 }
 
 /// A [`Handler`] from an async closure that takes an owned [`Batch`].
 #[derive(Debug, Clone, Copy)]
 pub struct FromFn<F>(F);
 
-/// Wraps an async closure `|batch: Batch<T>| async move { ... }` as a [`Handler`].
+/// Wraps an async closure `|batch: Batch<T>| async move { ... }` as a [`Handler`]. The closure
+/// gets a handle that shares the items with the worker, hence `T: Sync`.
 ///
 /// ```
 /// use batch_tokio::handler::{from_fn, Batch};
@@ -206,6 +295,7 @@ pub struct FromFn<F>(F);
 /// ```
 pub fn from_fn<T, F, Fut, E>(f: F) -> FromFn<F>
 where
+    T: Send + Sync + 'static,
     F: Fn(Batch<T>) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<(), E>> + Send + 'static,
     E: Into<BoxError>,
@@ -221,17 +311,20 @@ where
     E: Into<BoxError>,
 {
     type Error = E;
-    fn handle(&self, batch: &Batch<T>) -> impl Future<Output = Result<(), E>> + Send {
-        (self.0)(batch.clone())
+    fn handle(&self, batch: &mut Batch<T>) -> impl Future<Output = Result<(), E>> + Send {
+        (self.0)(batch.share())
     }
 }
 
-/// A [`Handler`] from a sync closure over the items.
+/// A [`Handler`] from a sync closure over the items, run on the worker's task.
 #[derive(Debug, Clone, Copy)]
 pub struct FromSync<F>(F);
 
-/// Wraps a sync closure `|items: &[T]| -> Result<(), E>` as a [`Handler`]. It runs on the
-/// worker task: keep it short, or use [`from_fn`] with `spawn_blocking` for blocking work.
+/// Wraps a sync closure `|items: &[T]| -> Result<(), E>` as a [`Handler`] that runs on the
+/// worker's task: for quick, non-blocking work (counting, pushing into a channel). While it runs,
+/// the worker does nothing else and its thread runs no other task, and an `attempt_timeout`
+/// cannot interrupt it; use [`from_blocking`] for anything that blocks (files, SQLite, a
+/// blocking client).
 ///
 /// ```
 /// use batch_tokio::handler::from_sync;
@@ -243,6 +336,7 @@ pub struct FromSync<F>(F);
 /// ```
 pub fn from_sync<T, F, E>(f: F) -> FromSync<F>
 where
+    T: Send + 'static,
     F: Fn(&[T]) -> Result<(), E> + Send + Sync + 'static,
     E: Into<BoxError>,
 {
@@ -251,14 +345,64 @@ where
 
 impl<T, F, E> Handler<T> for FromSync<F>
 where
-    T: Send + Sync + 'static,
+    T: Send + 'static,
     F: Fn(&[T]) -> Result<(), E> + Send + Sync + 'static,
-    E: Into<BoxError>,
+    E: Into<BoxError> + Send,
 {
     type Error = E;
-    // Runs on first poll, inside the worker's panic and timeout guards.
-    #[allow(clippy::manual_async_fn, reason = "the trait's signature asks for `impl Future + Send`")]
-    fn handle(&self, batch: &Batch<T>) -> impl Future<Output = Result<(), E>> + Send {
-        async move { (self.0)(batch.items()) }
+    // Runs inside the worker's panic guard, before the (ready) future is returned, so the future
+    // holds no borrow of the items and `T` need not be `Sync`.
+    fn handle(&self, batch: &mut Batch<T>) -> impl Future<Output = Result<(), E>> + Send {
+        std::future::ready((self.0)(batch.items()))
+    }
+}
+
+/// A [`Handler`] from a blocking closure, run on tokio's blocking thread pool.
+#[derive(Debug)]
+pub struct FromBlocking<F>(Arc<F>);
+
+/// Wraps a blocking closure `|items: &[T]| -> Result<(), E>` as a [`Handler`] that runs on
+/// tokio's blocking pool (`spawn_blocking`), so a slow disk, a SQLite transaction or a blocking
+/// client never holds up producers, timers or other tasks. Its panics fail the attempt. An
+/// `attempt_timeout` or a shutdown deadline stops waiting for it but cannot stop the thread: the
+/// batch is then reported as [`Abandoned`](crate::Abandoned) (it may or may not have reached
+/// the sink), never as returned.
+///
+/// ```
+/// use batch_tokio::handler::from_blocking;
+/// let h = from_blocking(|rows: &[String]| -> Result<(), std::io::Error> {
+///     // e.g. one SQLite transaction for the whole batch
+///     let _ = rows;
+///     Ok(())
+/// });
+/// # let _ = h;
+/// ```
+pub fn from_blocking<T, F, E>(f: F) -> FromBlocking<F>
+where
+    T: Send + Sync + 'static,
+    F: Fn(&[T]) -> Result<(), E> + Send + Sync + 'static,
+    E: Into<BoxError> + Send + 'static,
+{
+    FromBlocking(Arc::new(f))
+}
+
+impl<T, F, E> Handler<T> for FromBlocking<F>
+where
+    T: Send + Sync + 'static,
+    F: Fn(&[T]) -> Result<(), E> + Send + Sync + 'static,
+    E: Into<BoxError> + Send + 'static,
+{
+    type Error = BoxError;
+    fn handle(&self, batch: &mut Batch<T>) -> impl Future<Output = Result<(), BoxError>> + Send {
+        let f = Arc::clone(&self.0);
+        let shared = batch.share();
+        let task = tokio::task::spawn_blocking(move || f(shared.items()).map_err(Into::into));
+        async move {
+            match task.await {
+                Ok(result) => result,
+                Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+                Err(e) => Err(Box::new(e) as BoxError),
+            }
+        }
     }
 }

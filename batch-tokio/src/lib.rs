@@ -48,12 +48,15 @@
 #![forbid(unsafe_code)]
 
 mod builder;
+mod deadline;
 mod handle;
 pub mod handler;
 mod shared;
+mod shutdown;
 mod worker;
 
 pub use batch_core::{ConfigError, FlushCounts, Metrics, Overflow, PushError, Trigger};
 pub use builder::{BuildError, Builder};
-pub use handle::{Batcher, Rejected, ShutdownReport};
+pub use handle::{Batcher, Rejected, WeakBatcher};
+pub use shutdown::{Abandoned, SHUTDOWN_GRACE, ShutdownReport};
 pub use worker::Worker;

@@ -1,5 +1,7 @@
 //! State shared by the handles and the worker.
 
+use std::panic::AssertUnwindSafe;
+
 use parking_lot::{Mutex, MutexGuard};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize};
@@ -12,6 +14,21 @@ use batch_core::{BatchCore, Instant};
 use tokio::sync::Notify;
 
 use crate::handler::{BatchError, DeadLetter};
+use crate::shutdown::Abandoned;
+
+tokio::task_local! {
+    /// Set while a batcher's worker is polled: the batcher's id ([`Shared::id`]). A handle used
+    /// from inside its own worker (the handler, `on_error`) must not wait for the worker.
+    static IN_WORKER: usize;
+}
+
+/// Runs `fut` marked as batcher `id`'s worker.
+pub(crate) fn as_worker<F: std::future::Future>(
+    id: usize,
+    fut: F,
+) -> impl std::future::Future<Output = F::Output> {
+    IN_WORKER.scope(id, fut)
+}
 
 /// The core on run-time sized storage, allocated once.
 pub(crate) type Core<T> = BatchCore<T, FixedDeque<T>, Vec<InFlight>>;
@@ -36,6 +53,8 @@ pub(crate) struct Shared<T> {
     pub(crate) finished: AtomicBool,
     /// A shutdown deadline expired: lanes stop and give their batches back.
     pub(crate) aborted: AtomicBool,
+    /// The worker found no tokio timers and stopped.
+    pub(crate) no_timers: AtomicBool,
     /// Live `Batcher` handles; the last one to go closes the batcher.
     pub(crate) handles: AtomicUsize,
     epoch: tokio::time::Instant,
@@ -60,6 +79,8 @@ pub(crate) struct State<T> {
     /// give back in lane order, and the remainder lists them in seq order.
     pub(crate) given_back: Vec<(u64, Vec<T>)>,
     pub(crate) remainder: Vec<T>,
+    /// Batches a shutdown deadline could not take back by value.
+    pub(crate) abandoned: Vec<Abandoned>,
 }
 
 impl<T> Shared<T> {
@@ -75,9 +96,10 @@ impl<T> Shared<T> {
                 waiting_producers: 0,
                 idle: vec![None; lanes],
                 flush_waiters: 0,
-                callbacks: Vec::with_capacity(lanes + 4),
+                callbacks: Vec::with_capacity(lanes.saturating_add(4)),
                 given_back: Vec::new(),
                 remainder: Vec::new(),
+                abandoned: Vec::new(),
             }),
             work: Notify::new(),
             space: Notify::new(),
@@ -86,6 +108,7 @@ impl<T> Shared<T> {
             abort: Notify::new(),
             finished: AtomicBool::new(false),
             aborted: AtomicBool::new(false),
+            no_timers: AtomicBool::new(false),
             handles: AtomicUsize::new(1),
             epoch: tokio::time::Instant::now(),
             on_error,
@@ -114,12 +137,41 @@ impl<T> Shared<T> {
         self.epoch.checked_add(offset).unwrap_or_else(far_future)
     }
 
-    /// Hands an evicted item to the callback, or drops it (it is counted as evicted).
+    /// This batcher's identity (for [`as_worker`]).
+    pub(crate) fn id(&self) -> usize {
+        std::ptr::from_ref(self) as usize
+    }
+
+    /// Whether the caller runs inside this batcher's own worker (its handler or `on_error`),
+    /// where waiting for the worker would wait for itself.
+    pub(crate) fn called_from_worker(&self) -> bool {
+        IN_WORKER.try_with(|&id| id == self.id()).unwrap_or(false)
+    }
+
+    /// Hands an evicted item to the callback, or drops it (it is counted as evicted). A panic in
+    /// the callback or in the item's `Drop` is contained and counted.
     pub(crate) fn evicted(&self, item: T) {
-        if let Some(cb) = &self.on_evict {
-            cb(item);
+        let contained = if let Some(cb) = &self.on_evict {
+            std::panic::catch_unwind(AssertUnwindSafe(|| cb(item)))
         } else {
             tracing::debug!("item evicted by DropOldest (no on_evict callback)");
+            std::panic::catch_unwind(AssertUnwindSafe(|| drop(item)))
+        };
+        if contained.is_err() {
+            self.panicked("on_evict");
+        }
+    }
+
+    /// Counts and logs a panic in user code that was contained.
+    pub(crate) fn panicked(&self, what: &str) {
+        tracing::error!(callback = what, "user code panicked; the panic was contained");
+        self.lock().core.note_panic();
+    }
+
+    /// Drops items outside the state lock, containing a panic in their `Drop`.
+    pub(crate) fn drop_items<I>(&self, items: I) {
+        if std::panic::catch_unwind(AssertUnwindSafe(|| drop(items))).is_err() {
+            self.panicked("an item's Drop");
         }
     }
 }

@@ -11,8 +11,9 @@ use std::task::{Context, Poll};
 use batch_core::{Completion, Flush, Instant, Outcome};
 use futures_lite::FutureExt as _;
 
-use crate::handler::{Batch, BatchError, DeadLetter, Handler};
+use crate::handler::{Batch, BatchError, DeadLetter, Handler, Items};
 use crate::shared::{Shared, State, far_future};
+use crate::shutdown::Abandoned;
 
 /// The future that drives a batcher: spawn it on a tokio runtime (or use
 /// [`Builder::spawn`](crate::Builder::spawn), which does). It ends once the batcher is closed
@@ -57,29 +58,40 @@ pub(crate) struct LaneConfig {
 }
 
 impl Worker {
-    pub(crate) fn new<T, H>(shared: Arc<Shared<T>>, handler: H, cfg: LaneConfig) -> Self
+    pub(crate) fn new<T, H>(shared: Arc<Shared<T>>, handler: H, cfg: LaneConfig, bufs: Vec<Vec<T>>) -> Self
     where
-        T: Send + Sync + 'static,
+        T: Send + 'static,
         H: Handler<T>,
     {
         let handler = Arc::new(handler);
-        let lanes: Vec<Pin<Box<dyn Future<Output = ()> + Send>>> = (0..cfg.lanes)
-            .map(|id| {
-                let lane = lane(Arc::clone(&shared), Arc::clone(&handler), cfg, id);
-                Box::pin(lane) as Pin<Box<dyn Future<Output = ()> + Send>>
+        let lanes: Vec<Option<LaneFuture>> = bufs
+            .into_iter()
+            .enumerate()
+            .map(|(id, buf)| {
+                let lane = lane(Arc::clone(&shared), Arc::clone(&handler), cfg, id, buf);
+                Some(Box::pin(lane) as LaneFuture)
             })
             .collect();
         // Made here, not in the future: a worker dropped before its first poll (its runtime shut
         // down, or it was never spawned) must still mark the batcher finished.
         let finish = FinishGuard(Arc::clone(&shared));
+        let id = shared.id();
         let fut = async move {
             let _finish = finish;
-            JoinAll { lanes: lanes.into_iter().map(Some).collect() }.await;
+            if !crate::deadline::tokio_timers_available() {
+                // A runtime built without `enable_time` (or polled outside tokio): no linger, no
+                // retry delay could ever fire. Stop now; the finish guard closes the batcher and
+                // keeps what was accepted for `shutdown`'s report.
+                tracing::error!("batch-tokio: the worker runs without tokio timers; batcher stopped");
+                shared.no_timers.store(true, Ordering::Release);
+                return;
+            }
+            JoinAll { lanes }.await;
             if shared.aborted.load(Ordering::Acquire) {
                 collect_remainder(&mut shared.lock());
             }
         };
-        Self { fut: Box::pin(fut) }
+        Self { fut: Box::pin(crate::shared::as_worker(id, fut)) }
     }
 }
 
@@ -109,7 +121,7 @@ impl<T> Drop for FinishGuard<T> {
 
 /// Moves what a stopped worker still holds into the remainder: batches given back by lanes,
 /// oldest first, then the buffer. All of it counts as returned.
-fn collect_remainder<T>(st: &mut State<T>) {
+pub(crate) fn collect_remainder<T>(st: &mut State<T>) {
     st.given_back.sort_by_key(|(seq, _)| *seq);
     for (_, mut items) in std::mem::take(&mut st.given_back) {
         st.remainder.append(&mut items);
@@ -119,26 +131,55 @@ fn collect_remainder<T>(st: &mut State<T>) {
     st.remainder.append(&mut rest);
 }
 
-/// A lane's batch buffer and the batch in it, if any. Dropped while it holds a batch (the worker
+/// A lane's batch and the seq it holds, if any. Dropped while it holds a batch (the worker
 /// dropped mid-attempt or mid-backoff, with its runtime), it gives the batch back as a shutdown
 /// deadline does, so that its items reach the remainder instead of vanishing.
-struct LaneBuf<T> {
+struct LaneBuf<T: 'static> {
     shared: Arc<Shared<T>>,
-    buf: Arc<Vec<T>>,
+    batch: Batch<T>,
     holding: Option<u64>,
 }
 
-impl<T> Drop for LaneBuf<T> {
+impl<T: 'static> Drop for LaneBuf<T> {
     fn drop(&mut self) {
         if let Some(seq) = self.holding.take() {
-            give_back(&self.shared, seq, &mut self.buf);
+            give_back(&self.shared, seq, &mut self.batch);
         }
     }
 }
 
+impl<T: 'static> LaneBuf<T> {
+    /// Empties the batch's buffer, outside the lock (the items' `Drop` is user code; a panic
+    /// there is contained), keeping its allocation. A buffer a handler still shares is left to
+    /// it and replaced.
+    fn clear(&mut self, max_batch: usize) {
+        if !self.batch.try_own() {
+            self.batch.items = Items::Owned(Vec::with_capacity(max_batch));
+        }
+        if let Items::Owned(vec) = &mut self.batch.items {
+            if !vec.is_empty() && std::panic::catch_unwind(AssertUnwindSafe(|| vec.clear())).is_err() {
+                self.shared.panicked("an item's Drop");
+            }
+            // A buffer handed over with a dead letter is replaced by an empty one: room for the
+            // next batch is made here, outside the lock.
+            vec.reserve_exact(max_batch);
+        }
+    }
+
+    /// The (cleared) buffer the next batch is cut into.
+    fn buf(&mut self) -> &mut Vec<T> {
+        match &mut self.batch.items {
+            Items::Owned(vec) => vec,
+            Items::Shared(..) => unreachable!("`clear` makes the buffer owned"),
+        }
+    }
+}
+
+type LaneFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
+
 /// Polls every lane until all have ended (lanes are few: `max_in_flight`).
 struct JoinAll {
-    lanes: Vec<Option<Pin<Box<dyn Future<Output = ()> + Send>>>>,
+    lanes: Vec<Option<LaneFuture>>,
 }
 
 impl Future for JoinAll {
@@ -162,24 +203,14 @@ async fn sleep_until(at: Option<tokio::time::Instant>) {
     tokio::time::sleep_until(at.unwrap_or_else(far_future)).await;
 }
 
-/// An empty buffer with room for a batch, reusing the previous one when no handler kept it.
-fn fresh<T>(buf: &mut Arc<Vec<T>>, max_batch: usize) -> &mut Vec<T> {
-    if Arc::get_mut(buf).is_none() {
-        *buf = Arc::new(Vec::with_capacity(max_batch));
-    }
-    let vec = Arc::get_mut(buf).expect("a new Arc has one owner");
-    vec.clear();
-    vec
-}
-
-async fn lane<T, H>(shared: Arc<Shared<T>>, handler: Arc<H>, cfg: LaneConfig, id: usize)
+async fn lane<T, H>(shared: Arc<Shared<T>>, handler: Arc<H>, cfg: LaneConfig, id: usize, buf: Vec<T>)
 where
-    T: Send + Sync + 'static,
+    T: Send + 'static,
     H: Handler<T>,
 {
-    let mut lane_buf = LaneBuf {
+    let mut lane = LaneBuf {
         shared: Arc::clone(&shared),
-        buf: Arc::new(Vec::with_capacity(cfg.max_batch)),
+        batch: Batch::new(buf, 0, 1, batch_core::Trigger::Manual),
         holding: None,
     };
     // One timer per lane, re-armed only when a batch is due earlier than it fires (quinn's
@@ -190,7 +221,7 @@ where
     loop {
         let flush = match next.take() {
             Some(flush) => flush,
-            None => match next_batch(&shared, &mut lane_buf.buf, cfg.max_batch, id, &mut timer).await {
+            None => match next_batch(&shared, &mut lane, cfg.max_batch, id, &mut timer).await {
                 Some(flush) => flush,
                 None => return,
             },
@@ -198,9 +229,8 @@ where
         tracing::trace!(seq = flush.seq, len = flush.len, trigger = flush.trigger.name(), "batch cut");
         // No `.await` between the cut and here, nor between the end of `run_batch` and the
         // next cut: `holding` is exact at every point where the lane can be dropped.
-        lane_buf.holding = Some(flush.seq);
-        let after = run_batch(&shared, &*handler, flush, &mut lane_buf.buf, cfg).await;
-        lane_buf.holding = None;
+        lane.holding = Some(flush.seq);
+        let after = run_batch(&shared, &*handler, flush, &mut lane, cfg).await;
         match after {
             After::Next(cut) => next = cut,
             After::Aborted => return,
@@ -227,16 +257,17 @@ impl LaneTimer {
     }
 }
 
-/// Waits for a batch to be due and cuts it into `buf`. `None` when the batcher is finished or a
-/// shutdown deadline aborted it.
-async fn next_batch<T>(
+/// Waits for a batch to be due and cuts it into the lane's buffer. `None` when the batcher is
+/// finished or a shutdown deadline aborted it.
+async fn next_batch<T: 'static>(
     shared: &Shared<T>,
-    buf: &mut Arc<Vec<T>>,
+    lane: &mut LaneBuf<T>,
     max_batch: usize,
     id: usize,
     timer: &mut LaneTimer,
 ) -> Option<Flush> {
     loop {
+        lane.clear(max_batch);
         let work = shared.work.notified();
         let abort = shared.abort.notified();
         {
@@ -246,7 +277,7 @@ async fn next_batch<T>(
                 return None;
             }
             let now = shared.now();
-            if let Some(flush) = cut(shared, &mut st, buf, max_batch, now) {
+            if let Some(flush) = cut(shared, &mut st, lane.buf(), now) {
                 return Some(flush);
             }
             if st.core.is_finished() {
@@ -270,15 +301,10 @@ async fn next_batch<T>(
     }
 }
 
-/// Cuts the next due batch into `buf`, with the lock held, and wakes who needs it.
-fn cut<T>(
-    shared: &Shared<T>,
-    st: &mut State<T>,
-    buf: &mut Arc<Vec<T>>,
-    max_batch: usize,
-    now: Instant,
-) -> Option<Flush> {
-    let flush = st.core.poll_flush(now, fresh(buf, max_batch))?;
+/// Cuts the next due batch into `buf` (empty, with room for a batch), with the lock held, and
+/// wakes who needs it.
+fn cut<T>(shared: &Shared<T>, st: &mut State<T>, buf: &mut Vec<T>, now: Instant) -> Option<Flush> {
+    let flush = st.core.poll_flush(now, buf)?;
     // Producers waiting for room are woken once half the buffer is free (or when a lane goes
     // idle): one wake-up per many batches, not one per batch.
     if st.waiting_producers > 0 && 2 * st.core.len() <= st.core.capacity() {
@@ -300,38 +326,46 @@ enum After {
     Aborted,
 }
 
-/// Runs the attempts of one batch until it is final. `false` if a shutdown deadline aborted it
-/// (its items went to the remainder).
+/// Runs the attempts of one batch until it is final, or a shutdown deadline aborts it (its items
+/// go to the remainder, or are reported abandoned if a handler still holds them).
 async fn run_batch<T, H>(
     shared: &Shared<T>,
     handler: &H,
     flush: Flush,
-    buf: &mut Arc<Vec<T>>,
+    lane: &mut LaneBuf<T>,
     cfg: LaneConfig,
 ) -> After
 where
-    T: Send + Sync + 'static,
+    T: Send + 'static,
     H: Handler<T>,
 {
     let mut attempt = 1;
     loop {
-        let batch = Batch { items: Arc::clone(buf), seq: flush.seq, attempt, trigger: flush.trigger };
+        lane.batch.seq = flush.seq;
+        lane.batch.attempt = attempt;
+        lane.batch.trigger = flush.trigger;
         let abort = shared.abort.notified();
         let result = if shared.aborted.load(Ordering::Acquire) {
             None
         } else {
+            let attempt = run_attempt(handler, &mut lane.batch, cfg.attempt_timeout);
             tokio::select! {
                 biased;
                 () = abort => None,
-                r = run_attempt(handler, &batch, cfg.attempt_timeout) => Some(r),
+                r = attempt => Some(r),
             }
         };
-        drop(batch);
         let Some(result) = result else {
-            give_back(shared, flush.seq, buf);
-            return After::Aborted;
+            return lane.give_back_and_stop();
         };
+        if let Err(BatchError::Panicked(_)) = &result {
+            shared.lock().core.note_panic();
+        }
         let outcome = if result.is_ok() { Outcome::Delivered } else { Outcome::Failed };
+        if result.is_ok() {
+            // Delivered: the items go now, outside the lock.
+            lane.clear(cfg.max_batch);
+        }
         // One critical section completes this batch and, when it was delivered, cuts the next:
         // half the lock traffic per batch.
         let (completion, next, callback) = {
@@ -346,7 +380,9 @@ where
                 shared.settled.notify_waiters();
             }
             let next = match c {
-                Some(Completion::Delivered { .. }) => cut(shared, &mut st, buf, cfg.max_batch, now),
+                Some(Completion::Delivered { .. }) if !shared.aborted.load(Ordering::Acquire) => {
+                    cut(shared, &mut st, lane.buf(), now)
+                }
                 _ => None,
             };
             if cfg.lanes > 1 && st.idle.iter().any(Option::is_some) {
@@ -354,29 +390,43 @@ where
             }
             (c, next, callback)
         };
+        lane.holding = next.map(|f| f.seq);
         match (completion, result) {
             (Some(Completion::Delivered { .. }), _) => return After::Next(next),
             (Some(Completion::Retry { attempt: next, at }), Err(error)) => {
+                lane.holding = Some(flush.seq);
                 tracing::debug!(seq = flush.seq, attempt, retry_at_us = at.as_micros(), %error, "batch attempt failed; will retry");
                 let Some(n) = wait_retry(shared, flush.seq).await else {
-                    give_back(shared, flush.seq, buf);
-                    return After::Aborted;
+                    return lane.give_back_and_stop();
                 };
                 debug_assert_eq!(n, next);
                 attempt = n;
             }
             (Some(Completion::DeadLettered { attempts, len }), Err(error)) => {
-                let items = std::mem::replace(buf, Arc::new(Vec::with_capacity(cfg.max_batch)));
-                let letter = DeadLetter {
-                    batch: Batch { items, seq: flush.seq, attempt: attempts, trigger: flush.trigger },
-                };
-                if let Some(cb) = &shared.on_error {
-                    cb(error, letter);
-                } else {
-                    tracing::error!(seq = flush.seq, attempts, len, %error, "batch dead-lettered (no error callback)");
+                let mut batch = std::mem::replace(
+                    &mut lane.batch,
+                    Batch::new(Vec::new(), flush.seq, attempts, flush.trigger),
+                );
+                batch.attempt = attempts;
+                let letter = DeadLetter { batch };
+                let contained = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                    if let Some(cb) = &shared.on_error {
+                        cb(error, letter);
+                    } else {
+                        tracing::error!(seq = flush.seq, attempts, len, %error, "batch dead-lettered (no error callback)");
+                        drop(letter);
+                    }
+                }));
+                if contained.is_err() {
+                    shared.panicked("on_error");
                 }
                 drop(callback);
                 return After::Next(None);
+            }
+            (None, _) => {
+                // A shutdown deadline took this batch over while its attempt ran: it was
+                // reported abandoned. Nothing more to do with it.
+                return After::Aborted;
             }
             (completion, _) => {
                 // The core and this lane disagree: a bug. Report it rather than loop.
@@ -384,6 +434,15 @@ where
                 return After::Next(None);
             }
         }
+    }
+}
+
+impl<T: 'static> LaneBuf<T> {
+    fn give_back_and_stop(&mut self) -> After {
+        if let Some(seq) = self.holding.take() {
+            give_back(&self.shared, seq, &mut self.batch);
+        }
+        After::Aborted
     }
 }
 
@@ -412,26 +471,43 @@ async fn wait_retry<T>(shared: &Shared<T>, seq: u64) -> Option<u32> {
 }
 
 /// A shutdown deadline expired (or the worker was dropped) while this lane held batch `seq`:
-/// hand its items back.
-fn give_back<T>(shared: &Shared<T>, seq: u64, buf: &mut Arc<Vec<T>>) {
+/// hand its items back, or report them abandoned if a handler still holds them. If the deadline
+/// already took the batch over (reported abandoned), the items are dropped, outside the lock.
+fn give_back<T: 'static>(shared: &Shared<T>, seq: u64, batch: &mut Batch<T>) {
+    let items = batch.take_items();
     let mut st = shared.lock();
-    let _ = st.core.abandon(seq);
-    if let Some(items) = Arc::get_mut(buf) {
-        st.given_back.push((seq, std::mem::take(items)));
+    let late = if let Some(items) = items {
+        if st.core.abandon(seq).is_some() {
+            st.given_back.push((seq, items));
+            None
+        } else {
+            Some(items)
+        }
     } else {
-        tracing::error!(
-            seq,
-            "a handler kept its batch past the shutdown deadline; its items cannot be returned"
-        );
+        if let Some(len) = st.core.abandon_held(seq) {
+            tracing::error!(
+                seq,
+                len,
+                "a handler kept its batch past the shutdown deadline; reported abandoned"
+            );
+            st.abandoned.push(Abandoned { seq, len });
+        }
+        None
+    };
+    drop(st);
+    if let Some(items) = late {
+        shared.drop_items(items);
     }
 }
 
 async fn run_attempt<T, H: Handler<T>>(
     handler: &H,
-    batch: &Batch<T>,
+    batch: &mut Batch<T>,
     timeout: Option<std::time::Duration>,
 ) -> Result<(), BatchError> {
-    let fut = match std::panic::catch_unwind(AssertUnwindSafe(|| handler.handle(batch))) {
+    let mut lend = Some(batch);
+    let start = AssertUnwindSafe(|| lend.take().map(|batch| handler.handle(batch)));
+    let fut = match std::panic::catch_unwind(start).map(Option::unwrap) {
         Ok(fut) => AssertUnwindSafe(fut).catch_unwind(),
         Err(panic) => return Err(BatchError::Panicked(panic_message(&*panic))),
     };

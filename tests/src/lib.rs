@@ -274,7 +274,7 @@ impl Drop for Running<'_> {
 impl<T: Clone + Send + Sync + 'static> Handler<T> for Recording<T> {
     type Error = Failure;
 
-    async fn handle(&self, batch: &Batch<T>) -> Result<(), Failure> {
+    async fn handle(&self, batch: &mut Batch<T>) -> Result<(), Failure> {
         let inner = &self.log.inner;
         let index = self.log.start(batch);
         let now_running = inner.running.fetch_add(1, Ordering::SeqCst) + 1;

@@ -628,7 +628,7 @@ struct TraitSink(Arc<Sink>);
 
 impl Handler<Item> for TraitSink {
     type Error = Injected;
-    async fn handle(&self, batch: &Batch<Item>) -> Result<(), Injected> {
+    async fn handle(&self, batch: &mut Batch<Item>) -> Result<(), Injected> {
         attempt(&self.0, batch.seq(), batch.attempt(), batch.to_vec()).await
     }
 }

@@ -57,7 +57,7 @@ struct Summer {
 
 impl Handler<u64> for Summer {
     type Error = std::convert::Infallible;
-    async fn handle(&self, batch: &Batch<u64>) -> Result<(), Self::Error> {
+    async fn handle(&self, batch: &mut Batch<u64>) -> Result<(), Self::Error> {
         self.total.fetch_add(batch.iter().sum(), Ordering::SeqCst);
         self.batches.fetch_add(1, Ordering::SeqCst);
         Ok(())
@@ -69,7 +69,7 @@ struct Shared(Arc<Summer>);
 
 impl Handler<u64> for Shared {
     type Error = std::convert::Infallible;
-    fn handle(&self, batch: &Batch<u64>) -> impl Future<Output = Result<(), Self::Error>> + Send {
+    fn handle(&self, batch: &mut Batch<u64>) -> impl Future<Output = Result<(), Self::Error>> + Send {
         self.0.handle(batch)
     }
 }
@@ -154,7 +154,7 @@ struct PanicsBeforeItsFuture;
 impl Handler<u32> for PanicsBeforeItsFuture {
     type Error = std::io::Error;
     #[allow(clippy::manual_async_fn, reason = "the panic must happen before the future exists")]
-    fn handle(&self, batch: &Batch<u32>) -> impl Future<Output = Result<(), Self::Error>> + Send {
+    fn handle(&self, batch: &mut Batch<u32>) -> impl Future<Output = Result<(), Self::Error>> + Send {
         assert!(batch[0] != 0, "refused synchronously");
         async { Ok(()) }
     }
@@ -248,10 +248,10 @@ async fn the_batch_tells_its_seq_attempt_trigger_and_items() {
     let sink = Arc::clone(&seen);
     let b = Batcher::builder()
         .max_batch(2)
-        .spawn(handler::from_fn(move |batch: Batch<char>| {
+        .spawn(handler::from_fn(move |mut batch: Batch<char>| {
             let sink = Arc::clone(&sink);
             async move {
-                let clone = batch.clone();
+                let clone = batch.share();
                 sink.lock().unwrap().push((
                     clone.seq(),
                     clone.attempt(),

@@ -53,7 +53,7 @@ impl HttpSink {
 impl Handler<Reading> for HttpSink {
     type Error = BoxError;
 
-    async fn handle(&self, batch: &Batch<Reading>) -> Result<(), BoxError> {
+    async fn handle(&self, batch: &mut Batch<Reading>) -> Result<(), BoxError> {
         let started = Instant::now();
         let result = self.post(batch).await;
         self.stats.attempt(started.elapsed());

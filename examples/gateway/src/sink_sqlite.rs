@@ -70,10 +70,10 @@ impl SqliteSink {
 impl Handler<Reading> for SqliteSink {
     type Error = BoxError;
 
-    async fn handle(&self, batch: &Batch<Reading>) -> Result<(), BoxError> {
+    async fn handle(&self, batch: &mut Batch<Reading>) -> Result<(), BoxError> {
         let conn = Arc::clone(&self.conn);
         // A cheap handle on the same items (no copy); the blocking task drops it when done.
-        let items = batch.clone();
+        let items = batch.share();
         let fail = self.faults.should_fail();
         let started = Instant::now();
         let result = tokio::task::spawn_blocking(move || insert_batch(&conn, &items, fail)).await;

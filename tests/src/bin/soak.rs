@@ -136,7 +136,7 @@ impl std::error::Error for Injected {}
 
 impl Handler<u64> for Sink {
     type Error = Injected;
-    async fn handle(&self, batch: &Batch<u64>) -> Result<(), Injected> {
+    async fn handle(&self, batch: &mut Batch<u64>) -> Result<(), Injected> {
         self.attempts.fetch_add(1, Ordering::Relaxed);
         if XorShift::mix(&[self.seed, batch.seq(), u64::from(batch.attempt())]) % 1000 < self.fail_permille {
             self.failures.fetch_add(1, Ordering::Relaxed);
@@ -159,7 +159,10 @@ impl Handler<u64> for Sink {
 struct Shared(Arc<Sink>);
 impl Handler<u64> for Shared {
     type Error = Injected;
-    fn handle(&self, batch: &Batch<u64>) -> impl std::future::Future<Output = Result<(), Injected>> + Send {
+    fn handle(
+        &self,
+        batch: &mut Batch<u64>,
+    ) -> impl std::future::Future<Output = Result<(), Injected>> + Send {
         self.0.handle(batch)
     }
 }
