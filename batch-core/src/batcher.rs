@@ -311,7 +311,8 @@ impl<T, Q: Queue<T>, S: Slots> BatchCore<T, Q, S> {
     ) -> Result<Self, ConfigError> {
         config.validate(queue.capacity(), slots.capacity())?;
         match (config.get_max_weight(), weigher) {
-            (Some(_), None) => return Err(ConfigError::MaxWeightWithoutWeigher),
+            // A queue that keeps weights takes them from the driver (`push_weighed`).
+            (Some(_), None) if !queue.keeps_weights() => return Err(ConfigError::MaxWeightWithoutWeigher),
             (None, Some(_)) => return Err(ConfigError::WeigherWithoutMaxWeight),
             _ => {}
         }
@@ -426,18 +427,53 @@ impl<T, Q: Queue<T>, S: Slots> BatchCore<T, Q, S> {
                     self.counters.accepted += 1;
                     return Ok(None);
                 }
-                Err(item) => return self.push_slow(now, item),
+                Err(item) => return self.push_slow(now, item, None),
             }
         }
-        let result = self.push_slow(now, item);
+        let result = self.push_slow(now, item, None);
         self.refresh_fast();
         result
+    }
+
+    /// Like [`push`](Self::push), with the item's weight computed by the driver (for example
+    /// outside its lock, so that no user code runs under it). The weight is kept beside the item
+    /// when the queue [keeps weights](crate::storage::Queue::keeps_weights), and the core never
+    /// weighs that item again; otherwise the configured weigher is asked at the cut.
+    ///
+    /// ```
+    /// use batch_core::{BatchCore, Config, Instant, PushError, storage::{FixedDeque, InFlight}};
+    /// let mut core = BatchCore::<&str, _, _>::with_storage(
+    ///     Config::new().max_weight(10),
+    ///     FixedDeque::try_with_capacity_weighed(8).unwrap(),
+    ///     Vec::<InFlight>::with_capacity(1),
+    ///     None, // no weigher: the driver weighs
+    /// ).unwrap();
+    /// assert_eq!(core.push_weighed(Instant::ZERO, "abc", 3), Ok(None));
+    /// assert_eq!(core.push_weighed(Instant::ZERO, "too heavy", 11), Err(PushError::TooHeavy("too heavy")));
+    /// ```
+    pub fn push_weighed(&mut self, now: Instant, item: T, weight: u32) -> Result<Option<T>, PushError<T>> {
+        let result = self.push_slow(|| now, item, Some(weight));
+        self.refresh_fast();
+        result
+    }
+
+    /// [`push_urgent`](Self::push_urgent) with a weight computed by the driver
+    /// ([`push_weighed`](Self::push_weighed)).
+    pub fn push_urgent_weighed(
+        &mut self,
+        now: Instant,
+        item: T,
+        weight: u32,
+    ) -> Result<Option<T>, PushError<T>> {
+        let evicted = self.push_weighed(now, item, weight)?;
+        self.mark_urgent();
+        Ok(evicted)
     }
 
     /// Sets how far pushes may take the fast path from here (see `fast_until`).
     fn refresh_fast(&mut self) {
         let len = self.queue.len();
-        let fast = if self.closed || self.weigher.is_some() || len == 0 {
+        let fast = if self.closed || self.config.get_max_weight().is_some() || len == 0 {
             0
         } else {
             let to_full = self.queue.capacity().saturating_sub(len);
@@ -452,21 +488,26 @@ impl<T, Q: Queue<T>, S: Slots> BatchCore<T, Q, S> {
 
     /// Every push that may change more than the buffer and the count.
     #[inline(never)]
-    fn push_slow(&mut self, now: impl FnOnce() -> Instant, item: T) -> Result<Option<T>, PushError<T>> {
+    fn push_slow(
+        &mut self,
+        now: impl FnOnce() -> Instant,
+        item: T,
+        given: Option<u32>,
+    ) -> Result<Option<T>, PushError<T>> {
         if self.closed {
             self.counters.rejected += 1;
             return Err(PushError::Closed(item));
         }
-        let weight = match (self.weigher, self.config.get_max_weight()) {
-            (Some(weigh), Some(max)) => {
-                let w = weigh(&item);
+        let weight = match self.config.get_max_weight() {
+            Some(max) => {
+                let w = given.or_else(|| self.weigher.map(|weigh| weigh(&item))).unwrap_or(0);
                 if w > max {
                     self.counters.rejected += 1;
                     return Err(PushError::TooHeavy(item));
                 }
-                u64::from(w)
+                w
             }
-            _ => 0,
+            None => 0,
         };
         let mut evicted = None;
         if self.queue.len() >= self.queue.capacity() {
@@ -481,14 +522,14 @@ impl<T, Q: Queue<T>, S: Slots> BatchCore<T, Q, S> {
             }
         }
         let was_empty = self.queue.len() == 0;
-        if let Err(item) = self.queue.push_back(item) {
+        if let Err(item) = self.queue.push_back_weighed(item, weight) {
             // Only reachable with a zero-capacity queue, which validation refuses.
             self.counters.rejected += 1;
             return Err(PushError::Full(item));
         }
         let index = self.counters.accepted;
         self.counters.accepted += 1;
-        self.buffered_weight += weight;
+        self.buffered_weight += u64::from(weight);
         let len = self.queue.len();
         let max_batch = self.max_batch;
         if was_empty {
@@ -566,10 +607,15 @@ impl<T, Q: Queue<T>, S: Slots> BatchCore<T, Q, S> {
     /// ```
     pub fn push_urgent(&mut self, now: Instant, item: T) -> Result<Option<T>, PushError<T>> {
         let evicted = self.push(now, item)?;
+        self.mark_urgent();
+        Ok(evicted)
+    }
+
+    /// The item just accepted cuts its batch at once.
+    fn mark_urgent(&mut self) {
         self.flush_mark = self.counters.accepted;
         self.mark_trigger = Trigger::Urgent;
         self.wake = true;
-        Ok(evicted)
     }
 
     /// Reports how an attempt of batch `seq` ended, at `now`. Returns `None` if `seq` has no
@@ -704,12 +750,12 @@ impl<T, Q: Queue<T>, S: Slots> BatchCore<T, Q, S> {
             let Some(front) = self.queue.front() else {
                 break;
             };
-            let w = self.weight_of(front);
+            let w = self.weight_of_front(front);
             let Some(item) = self.queue.pop_front() else {
                 break;
             };
             if let Err(item) = out.push(item) {
-                let restored = self.queue.push_front(item);
+                let restored = self.queue.push_front_weighed(item, w as u32);
                 debug_assert!(restored.is_ok(), "the slot it came from is free");
                 break;
             }
@@ -739,14 +785,14 @@ impl<T, Q: Queue<T>, S: Slots> BatchCore<T, Q, S> {
         let first = self.front_index();
         let max_weight = self.config.get_max_weight().map_or(u64::MAX, u64::from);
         let (mut len, mut weight) = (0usize, 0u64);
-        if self.weigher.is_none() {
+        if self.config.get_max_weight().is_none() {
             // No weights to add up: move the whole batch at once.
             len = room.min(self.queue.len());
             out.extend_from(self.queue.drain_front(len));
         } else {
             while len < room {
                 let Some(front) = self.queue.front() else { break };
-                let w = self.weight_of(front);
+                let w = self.weight_of_front(front);
                 if len > 0 && weight + w > max_weight {
                     if trigger == Trigger::Size {
                         trigger = Trigger::Weight;
@@ -755,7 +801,7 @@ impl<T, Q: Queue<T>, S: Slots> BatchCore<T, Q, S> {
                 }
                 let Some(item) = self.queue.pop_front() else { break };
                 if let Err(item) = out.push(item) {
-                    let restored = self.queue.push_front(item);
+                    let restored = self.queue.push_front_weighed(item, w as u32);
                     debug_assert!(restored.is_ok(), "the slot it came from is free");
                     break;
                 }
@@ -954,13 +1000,20 @@ impl<T, Q: Queue<T>, S: Slots> BatchCore<T, Q, S> {
         self.weigher.map_or(0, |weigh| u64::from(weigh(item)))
     }
 
+    /// The weight of `front`, the oldest item: the one kept beside it if the queue keeps
+    /// weights, else the weigher's answer.
+    fn weight_of_front(&self, front: &T) -> u64 {
+        self.queue.front_weight().map_or_else(|| self.weight_of(front), u64::from)
+    }
+
     fn total_weight_of_queue(&mut self) -> u64 {
         // Only used at construction on pre-filled storage: rotate once through the queue.
         let mut total = 0;
         for _ in 0..self.queue.len() {
+            let w = self.queue.front().map_or(0, |front| self.weight_of_front(front));
             if let Some(item) = self.queue.pop_front() {
-                total += self.weight_of(&item);
-                let back = self.queue.push_back(item);
+                total += w;
+                let back = self.queue.push_back_weighed(item, w as u32);
                 debug_assert!(back.is_ok());
             }
         }
@@ -1005,8 +1058,9 @@ impl<T, Q: Queue<T>, S: Slots> BatchCore<T, Q, S> {
     }
 
     fn evict_front(&mut self) -> Option<T> {
+        let w = self.queue.front().map_or(0, |front| self.weight_of_front(front));
         let old = self.queue.pop_front()?;
-        self.buffered_weight = self.buffered_weight.saturating_sub(self.weight_of(&old));
+        self.buffered_weight = self.buffered_weight.saturating_sub(w);
         self.settle_weight();
         self.counters.evicted += 1;
         self.reanchor();

@@ -49,6 +49,29 @@ pub trait Queue<T> {
     fn pop_front(&mut self) -> Option<T>;
     /// The oldest item.
     fn front(&self) -> Option<&T>;
+    /// Whether it keeps each item's weight beside the item ([`push_back_weighed`]). The core then
+    /// reads weights back instead of calling a weigher again: the weigher (user code) runs once,
+    /// at the push, and a driver can run it outside its lock ([`BatchCore::push_weighed`]).
+    ///
+    /// [`push_back_weighed`]: Self::push_back_weighed
+    /// [`BatchCore::push_weighed`]: crate::BatchCore::push_weighed
+    fn keeps_weights(&self) -> bool {
+        false
+    }
+    /// Appends an item with its weight (kept only if [`keeps_weights`](Self::keeps_weights)).
+    fn push_back_weighed(&mut self, item: T, weight: u32) -> Result<(), T> {
+        let _ = weight;
+        self.push_back(item)
+    }
+    /// Puts an item back at the front with its weight.
+    fn push_front_weighed(&mut self, item: T, weight: u32) -> Result<(), T> {
+        let _ = weight;
+        self.push_front(item)
+    }
+    /// The oldest item's kept weight (`None` if weights are not kept).
+    fn front_weight(&self) -> Option<u32> {
+        None
+    }
     /// Removes the `n` oldest items (fewer if it holds fewer), oldest first. Implementations
     /// override it with a bulk move where they can.
     fn drain_front(&mut self, n: usize) -> impl Iterator<Item = T> {
@@ -217,13 +240,15 @@ mod alloc_impls {
     #[derive(Debug, Clone)]
     pub struct FixedDeque<T> {
         items: VecDeque<T>,
+        /// Each item's weight, beside it, when built with [`FixedDeque::try_with_capacity_weighed`].
+        weights: Option<VecDeque<u32>>,
         capacity: usize,
     }
 
     impl<T> FixedDeque<T> {
         /// Allocates room for exactly `capacity` items.
         pub fn with_capacity(capacity: usize) -> Self {
-            Self { items: VecDeque::with_capacity(capacity), capacity }
+            Self { items: VecDeque::with_capacity(capacity), weights: None, capacity }
         }
 
         /// Like [`with_capacity`](Self::with_capacity), but reports an allocation that cannot be
@@ -237,7 +262,26 @@ mod alloc_impls {
         pub fn try_with_capacity(capacity: usize) -> Result<Self, alloc::collections::TryReserveError> {
             let mut items = VecDeque::new();
             items.try_reserve_exact(capacity)?;
-            Ok(Self { items, capacity })
+            Ok(Self { items, weights: None, capacity })
+        }
+
+        /// Like [`try_with_capacity`](Self::try_with_capacity), keeping each item's weight beside
+        /// it (see [`Queue::keeps_weights`]).
+        ///
+        /// ```
+        /// use batch_core::storage::{FixedDeque, Queue};
+        /// let mut q = FixedDeque::try_with_capacity_weighed(2).unwrap();
+        /// q.push_back_weighed('a', 7).unwrap();
+        /// assert_eq!((q.front_weight(), q.pop_front()), (Some(7), Some('a')));
+        /// ```
+        pub fn try_with_capacity_weighed(
+            capacity: usize,
+        ) -> Result<Self, alloc::collections::TryReserveError> {
+            let mut q = Self::try_with_capacity(capacity)?;
+            let mut weights = VecDeque::new();
+            weights.try_reserve_exact(capacity)?;
+            q.weights = Some(weights);
+            Ok(q)
         }
     }
 
@@ -252,24 +296,17 @@ mod alloc_impls {
         }
         #[inline]
         fn push_back(&mut self, item: T) -> Result<(), T> {
-            if self.items.len() < self.capacity {
-                self.items.push_back(item);
-                Ok(())
-            } else {
-                Err(item)
-            }
+            self.push_back_weighed(item, 0)
         }
         #[inline]
         fn push_front(&mut self, item: T) -> Result<(), T> {
-            if self.items.len() < self.capacity {
-                self.items.push_front(item);
-                Ok(())
-            } else {
-                Err(item)
-            }
+            self.push_front_weighed(item, 0)
         }
         #[inline]
         fn pop_front(&mut self) -> Option<T> {
+            if let Some(w) = &mut self.weights {
+                w.pop_front();
+            }
             self.items.pop_front()
         }
         #[inline]
@@ -279,7 +316,39 @@ mod alloc_impls {
         #[inline]
         fn drain_front(&mut self, n: usize) -> impl Iterator<Item = T> {
             let n = n.min(self.items.len());
+            if let Some(w) = &mut self.weights {
+                w.drain(..n);
+            }
             self.items.drain(..n)
+        }
+        fn keeps_weights(&self) -> bool {
+            self.weights.is_some()
+        }
+        #[inline]
+        fn push_back_weighed(&mut self, item: T, weight: u32) -> Result<(), T> {
+            if self.items.len() < self.capacity {
+                self.items.push_back(item);
+                if let Some(w) = &mut self.weights {
+                    w.push_back(weight);
+                }
+                Ok(())
+            } else {
+                Err(item)
+            }
+        }
+        fn push_front_weighed(&mut self, item: T, weight: u32) -> Result<(), T> {
+            if self.items.len() < self.capacity {
+                self.items.push_front(item);
+                if let Some(w) = &mut self.weights {
+                    w.push_front(weight);
+                }
+                Ok(())
+            } else {
+                Err(item)
+            }
+        }
+        fn front_weight(&self) -> Option<u32> {
+            self.weights.as_ref()?.front().copied()
         }
     }
 

@@ -282,6 +282,30 @@ fn a_weigher_that_changes_its_answer_cannot_underflow_the_weight_or_disable_ling
     assert!(sim.metrics().is_consistent());
 }
 
+/// A driver that weighs outside its lock (batch-tokio) passes the weight in; the queue keeps it
+/// beside the item, and the core never calls user code to weigh that item again.
+#[cfg(feature = "alloc")]
+#[test]
+fn weights_given_at_the_push_are_kept_and_cut_on_without_a_weigher() {
+    use batch_core::storage::FixedDeque;
+    let mut core = BatchCore::<u32, _, _>::with_storage(
+        quiet().max_weight(10),
+        FixedDeque::try_with_capacity_weighed(8).unwrap(),
+        Vec::<InFlight>::with_capacity(1),
+        None,
+    )
+    .expect("a weight-keeping queue needs no weigher");
+    // Item values are not weights here: the weights are 4, 4, 3.
+    for (item, w) in [(100, 4), (200, 4), (300, 3)] {
+        core.push_weighed(Instant::ZERO, item, w).unwrap();
+    }
+    let mut out = Vec::with_capacity(8);
+    let f = core.poll_flush(Instant::ZERO, &mut out).expect("over 10: due");
+    assert_eq!((f.trigger, &out[..]), (Trigger::Weight, &[100, 200][..]));
+    assert_eq!(core.push_weighed(Instant::ZERO, 400, 11), Err(PushError::TooHeavy(400)));
+    assert!(core.metrics().is_consistent());
+}
+
 // -------------------------------------------------------------------------------------------
 // 2. Order
 // -------------------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ use batch_core::{Config, ConfigError, Overflow};
 
 use crate::handle::Batcher;
 use crate::handler::{BatchError, DeadLetter, Handler};
-use crate::shared::{Core, OnError, OnEvict, Shared};
+use crate::shared::{Core, OnError, OnEvict, Shared, WeighFn};
 use crate::worker::{LaneConfig, Worker};
 
 /// Why a batcher could not be built. Each variant names the setting at fault.
@@ -98,7 +98,7 @@ impl From<ConfigError> for BuildError {
 pub struct Builder<T> {
     config: Config,
     capacity: usize,
-    weigher: Option<fn(&T) -> u32>,
+    weigher: Option<Box<WeighFn<T>>>,
     attempt_timeout: Option<Duration>,
     on_error: Option<Arc<OnError<T>>>,
     on_evict: Option<Box<OnEvict<T>>>,
@@ -202,11 +202,13 @@ impl<T: Send + 'static> Builder<T> {
         self
     }
     /// Cut a batch before its weight (per `weigher`, e.g. encoded bytes) would exceed `max`;
-    /// an item heavier than `max` alone is refused.
+    /// an item heavier than `max` alone is refused. The weigher runs once per item, on the
+    /// producer's task and outside the batcher's lock (its weight is kept beside the item); a
+    /// weigher that panics is contained and counted, and the item is taken as weighing `max`.
     #[must_use]
-    pub fn max_weight(mut self, max: u32, weigher: fn(&T) -> u32) -> Self {
+    pub fn max_weight(mut self, max: u32, weigher: impl Fn(&T) -> u32 + Send + Sync + 'static) -> Self {
         self.config = self.config.max_weight(max);
-        self.weigher = Some(weigher);
+        self.weigher = Some(Box::new(weigher));
         self
     }
     /// What an add into a full buffer does: wait/refuse ([`Overflow::Reject`]) or evict the
@@ -261,14 +263,16 @@ impl<T: Send + 'static> Builder<T> {
             return Err(BuildError::NoTimers);
         }
         let max_batch = self.config.max_batch_for(self.capacity);
-        let queue = FixedDeque::try_with_capacity(self.capacity)
-            .map_err(|_| BuildError::OutOfMemory { field: "capacity", requested: self.capacity })?;
-        let core: Core<T> = batch_core::BatchCore::with_storage(
-            self.config,
-            queue,
-            try_vec(lanes, "max_in_flight")?,
-            self.weigher,
-        )?;
+        let queue = if self.weigher.is_some() {
+            FixedDeque::try_with_capacity_weighed(self.capacity)
+        } else {
+            FixedDeque::try_with_capacity(self.capacity)
+        }
+        .map_err(|_| BuildError::OutOfMemory { field: "capacity", requested: self.capacity })?;
+        // No weigher for the core: weights come with each push (`Shared::weigh`).
+        let core: Core<T> =
+            batch_core::BatchCore::with_storage(self.config, queue, try_vec(lanes, "max_in_flight")?, None)?;
+        let weigher = self.config.get_max_weight().zip(self.weigher);
         // One batch buffer per flight slot. Probe the total first: many buffers that are each
         // small enough can add up to more than the machine has, which one request reveals.
         let total = lanes.saturating_mul(max_batch);
@@ -277,7 +281,7 @@ impl<T: Send + 'static> Builder<T> {
         for _ in 0..lanes {
             bufs.push(try_vec(max_batch, "max_batch")?);
         }
-        let shared = Arc::new(Shared::new(core, lanes, self.on_error, self.on_evict));
+        let shared = Arc::new(Shared::new(core, lanes, self.on_error, self.on_evict, weigher));
         let worker = Worker::new(
             Arc::clone(&shared),
             handler,

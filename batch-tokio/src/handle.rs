@@ -175,8 +175,9 @@ impl<T> Batcher<T> {
     /// [`PushError::Closed`] or [`PushError::TooHeavy`]).
     #[inline]
     pub fn try_add(&self, item: T) -> Result<(), PushError<T>> {
+        let weight = self.shared.weigh(&item);
         let st = self.shared.lock();
-        self.push_locked(st, item)
+        self.push_locked(st, item, weight)
     }
 
     /// Adds an item that cuts its batch at once (an alarm among telemetry), waiting while full.
@@ -185,16 +186,18 @@ impl<T> Batcher<T> {
     }
 
     async fn add_waiting(&self, item: T, urgent: bool) -> Result<(), PushError<T>> {
+        // The weigher is user code: it runs here, once, outside the lock.
+        let weight = self.shared.weigh(&item);
         let mut waiting = None;
         loop {
             let room = {
                 let mut st = self.shared.lock();
                 if !st.core.must_wait() {
-                    let result = if urgent {
-                        let now = self.shared.now();
-                        st.core.push_urgent(now, item)
-                    } else {
-                        st.core.push_with(|| self.shared.now(), item)
+                    let result = match (urgent, weight) {
+                        (true, Some(w)) => st.core.push_urgent_weighed(self.shared.now(), item, w),
+                        (true, None) => st.core.push_urgent(self.shared.now(), item),
+                        (false, Some(w)) => st.core.push_weighed(self.shared.now(), item, w),
+                        (false, None) => st.core.push_with(|| self.shared.now(), item),
                     };
                     return self.finish_push(st, result);
                 }
@@ -218,6 +221,9 @@ impl<T> Batcher<T> {
     /// inside this batcher's own handler while full, it does not wait: the items that found no
     /// room come back as [`PushError::Full`].
     pub async fn add_many(&self, items: impl IntoIterator<Item = T>) -> Result<(), Rejected<T>> {
+        if self.shared.weigher.is_some() {
+            return self.add_many_weighed(items).await;
+        }
         let mut items = items.into_iter();
         let mut held: Option<T> = None;
         let mut refused = Vec::new();
@@ -266,6 +272,17 @@ impl<T> Batcher<T> {
             room.await;
             drop(guard);
         }
+    }
+
+    /// `add_many` with a weigher: each item is weighed outside the lock and added in turn.
+    async fn add_many_weighed(&self, items: impl IntoIterator<Item = T>) -> Result<(), Rejected<T>> {
+        let mut refused = Vec::new();
+        for item in items {
+            if let Err(e) = self.add_waiting(item, false).await {
+                refused.push(e);
+            }
+        }
+        if refused.is_empty() { Ok(()) } else { Err(Rejected { items: refused }) }
     }
 
     /// Cuts everything buffered now and waits until every item accepted before the call has
@@ -350,8 +367,16 @@ impl<T> Batcher<T> {
     }
 
     #[inline]
-    fn push_locked(&self, mut st: crate::shared::Guard<'_, State<T>>, item: T) -> Result<(), PushError<T>> {
-        let result = st.core.push_with(|| self.shared.now(), item);
+    fn push_locked(
+        &self,
+        mut st: crate::shared::Guard<'_, State<T>>,
+        item: T,
+        weight: Option<u32>,
+    ) -> Result<(), PushError<T>> {
+        let result = match weight {
+            Some(w) => st.core.push_weighed(self.shared.now(), item, w),
+            None => st.core.push_with(|| self.shared.now(), item),
+        };
         self.finish_push(st, result)
     }
 

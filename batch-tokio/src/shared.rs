@@ -37,6 +37,10 @@ pub(crate) type Core<T> = BatchCore<T, FixedDeque<T>, Vec<InFlight>>;
 pub(crate) type OnError<T> = dyn Fn(BatchError, DeadLetter<T>) + Send + Sync;
 /// The eviction callback ([`batch_core::Overflow::DropOldest`]).
 pub(crate) type OnEvict<T> = dyn Fn(T) + Send + Sync;
+/// The weigher for `max_weight`, with the limit.
+pub(crate) type Weigher<T> = (u32, Box<WeighFn<T>>);
+/// A user's weigher.
+pub(crate) type WeighFn<T> = dyn Fn(&T) -> u32 + Send + Sync;
 
 pub(crate) struct Shared<T> {
     state: Mutex<State<T>>,
@@ -60,6 +64,8 @@ pub(crate) struct Shared<T> {
     epoch: tokio::time::Instant,
     pub(crate) on_error: Option<Arc<OnError<T>>>,
     pub(crate) on_evict: Option<Box<OnEvict<T>>>,
+    /// Runs on the producer's task, outside the lock; the core keeps each weight.
+    pub(crate) weigher: Option<Weigher<T>>,
 }
 
 pub(crate) struct State<T> {
@@ -89,6 +95,7 @@ impl<T> Shared<T> {
         lanes: usize,
         on_error: Option<Arc<OnError<T>>>,
         on_evict: Option<Box<OnEvict<T>>>,
+        weigher: Option<Weigher<T>>,
     ) -> Self {
         Self {
             state: Mutex::new(State {
@@ -113,6 +120,7 @@ impl<T> Shared<T> {
             epoch: tokio::time::Instant::now(),
             on_error,
             on_evict,
+            weigher,
         }
     }
 
@@ -160,6 +168,18 @@ impl<T> Shared<T> {
         if contained.is_err() {
             self.panicked("on_evict");
         }
+    }
+
+    /// The item's weight, if a weigher is set: asked once, outside the lock. A weigher that
+    /// panics is contained and counted, and the item is taken as weighing `max_weight` (it
+    /// travels in a batch of its own): accepted, not lost.
+    pub(crate) fn weigh(&self, item: &T) -> Option<u32> {
+        let (max, weigh) = self.weigher.as_ref()?;
+        let weighed = std::panic::catch_unwind(AssertUnwindSafe(|| weigh(item)));
+        if weighed.is_err() {
+            self.panicked("weigher");
+        }
+        Some(weighed.unwrap_or(*max))
     }
 
     /// Counts and logs a panic in user code that was contained.

@@ -159,6 +159,44 @@ async fn an_item_whose_drop_panics_does_not_stop_the_worker() {
     assert!(report.is_clean());
 }
 
+/// The weigher is user code too: it runs outside the lock (here it reads the batcher's own
+/// state, which takes the lock: under the lock this deadlocked), and its panic is contained.
+#[test]
+fn the_weigher_runs_outside_the_lock_and_its_panic_is_contained() {
+    use std::sync::OnceLock;
+    static ME: OnceLock<WeakBatcher<u32>> = OnceLock::new();
+    quiet_panics();
+    let (done_tx, done) = mpsc::channel();
+    std::thread::spawn(move || {
+        let rt =
+            tokio::runtime::Builder::new_current_thread().enable_all().start_paused(true).build().unwrap();
+        let report = rt.block_on(async {
+            let delivered = sink();
+            let b = Batcher::builder()
+                .max_batch(8)
+                .max_weight(10, |item: &u32| {
+                    let peek = ME.get().and_then(WeakBatcher::upgrade).map(|b| b.len());
+                    assert!(*item != 13, "planted: weigher");
+                    let _ = peek;
+                    *item
+                })
+                .spawn(ok_into(&delivered))
+                .unwrap();
+            let _ = ME.set(b.downgrade());
+            b.add(4).await.unwrap();
+            b.add(13).await.unwrap(); // the weigher panics: taken as weighing 10, delivered alone
+            b.add_many([5, 5]).await.unwrap();
+            let report = b.shutdown().await;
+            (report, delivered.lock().unwrap().clone())
+        });
+        let _ = done_tx.send(report);
+    });
+    let (report, delivered) = done.recv_timeout(Duration::from_secs(30)).expect("deadlocked");
+    assert_eq!(delivered, vec![4, 13, 5, 5]);
+    assert_eq!((report.metrics.delivered, report.metrics.panics), (4, 1));
+    assert_eq!(report.metrics.flushes.total(), 3, "[4] [13] [5 5]: {:?}", report.metrics.flushes);
+}
+
 // ------------------------------------------------------------------------------------------------
 // 2. Accounting that cannot lie
 // ------------------------------------------------------------------------------------------------
