@@ -220,9 +220,12 @@ impl<'a, M: RawMutex, T, const N: usize, const F: usize, H: Handler<T>> Runner<'
                 .await;
             let Some(attempt) = attempt else { return self.give_back(info) };
             info.attempt = attempt;
-            self.held = Some(info);
+            // Field by field: a 16-byte struct copied inside an async fn becomes a `memmove`.
+            if let Some(held) = &mut self.held {
+                held.attempt = attempt;
+            }
 
-            let result = match self.attempt(info).await {
+            let result = match self.attempt(seq, attempt).await {
                 End::Done(result) => result,
                 End::Gone => return self.give_back(info),
             };
@@ -265,9 +268,10 @@ impl<'a, M: RawMutex, T, const N: usize, const F: usize, H: Handler<T>> Runner<'
 
     /// Runs one attempt: until the handler returns, the attempt times out, or the batch is
     /// given up.
-    async fn attempt(&mut self, info: BatchInfo) -> End<H::Error> {
+    async fn attempt(&mut self, seq: u64, attempt: u32) -> End<H::Error> {
         let batcher = self.batcher;
-        let seq = info.seq;
+        let Some(info) = self.held else { return End::Gone };
+        let info = BatchInfo { attempt, ..info };
         let mut timer = self.timeout.map(|(timeout, error)| (Timer::after(timeout), error));
         let mut handling = pin!(self.handler.handle(&self.batch, info));
         poll_fn(|cx| {
