@@ -13,7 +13,30 @@ use crate::shared::{Shared, State};
 /// Producers call [`add`](Self::add) (waits while full), [`try_add`](Self::try_add) (hands the
 /// item back when full or stopped), [`add_many`](Self::add_many), [`add_urgent`](Self::add_urgent).
 /// [`flush`](Self::flush) waits until everything accepted before it has a final outcome;
-/// [`shutdown`](Self::shutdown) drains and stops. Dropping the last handle drains too.
+/// [`shutdown`](Self::shutdown) drains and stops. Dropping the last handle drains too (a paused
+/// batcher is resumed first: nobody else could).
+///
+/// # When user code misbehaves
+///
+/// Every item accepted ends in exactly one place the metrics count: delivered, dead-lettered
+/// (`on_error` gets it by value), evicted (`on_evict`), returned (a shutdown report's
+/// remainder), or abandoned (a shutdown report's [`Abandoned`](crate::Abandoned) list). No user
+/// code (handler, callbacks, weigher, an item's `Drop`) runs under the batcher's lock.
+///
+/// | what happens | effect on items | effect on calls |
+/// |---|---|---|
+/// | the handler errs, panics, or passes `attempt_timeout` | that attempt fails: retried, then dead-lettered | none; a panic is counted in [`Metrics::panics`] |
+/// | `on_error` panics | the batch stays dead-lettered (the callback had it) | none; counted |
+/// | `on_evict`, the weigher or an item's `Drop` panics | evicted item: counted evicted; unweighable item: taken as weighing `max_weight`; dropped item: already final | the `add` still succeeds; counted |
+/// | a handler blocks its thread or never returns | its batch is abandoned at a shutdown deadline (it may have reached the sink) | `shutdown_timeout(d)` returns within `d` + [`SHUTDOWN_GRACE`](crate::SHUTDOWN_GRACE); `flush` and plain `shutdown` wait for it, as asked |
+/// | a handler keeps a [`Batch::share`](crate::handler::Batch::share) handle (detached task, `spawn_blocking`) | at a deadline: abandoned, not returned; as a dead letter: [`DeadLetter::into_items`](crate::handler::DeadLetter::into_items) fails | none |
+/// | the handler or `on_error` calls back into its own batcher | `add` on a full buffer: [`PushError::Full`] at once | `flush`/`shutdown` start their work and return at once (they cannot wait for the caller itself) |
+/// | the worker's runtime shuts down, or it has no timers | buffered and in-flight items: a shutdown report's remainder | adds get their item back (`Closed`) |
+///
+/// How long calls take: `try_add`, `close`, `pause`, `resume`, `metrics` and the getters take
+/// the lock for a few dozen nanoseconds and never wait for the handler; `add` waits only while
+/// the buffer is full; `flush` waits for the handler's outcomes; `shutdown_timeout(d)` is bounded
+/// as above, also when awaited outside any tokio runtime.
 ///
 /// ```
 /// use batch_tokio::{Batcher, handler};
