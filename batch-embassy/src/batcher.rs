@@ -3,7 +3,7 @@
 use core::cell::RefCell;
 use core::future::poll_fn;
 use core::pin::Pin;
-use core::task::{Poll, Waker};
+use core::task::{Context, Poll, Waker};
 
 use batch_core::{Config, ConfigError, Metrics, PushError};
 use embassy_sync::blocking_mutex::Mutex;
@@ -88,13 +88,49 @@ pub(crate) enum Step<R> {
     Wait(Option<embassy_time::Instant>),
 }
 
-/// A waiter's place in the chain, passed on when the waiting future is dropped.
-struct Node<'a, M: RawMutex, T, const N: usize, const F: usize> {
+/// A waiting future's place in the chain, passed on when the future is dropped.
+struct Waiter<'a, M: RawMutex, T, const N: usize, const F: usize> {
     batcher: &'a Batcher<M, T, N, F>,
     link: Link,
 }
 
-impl<M: RawMutex, T, const N: usize, const F: usize> Drop for Node<'_, M, T, N, F> {
+/// A waiter's check, type-erased so that one `poll` serves every waiting call: `None` when
+/// ready (the check keeps its result), else the instant to wake at, if any.
+type Check<'c, T, const N: usize, const F: usize> =
+    dyn FnMut(&mut State<T, N, F>, &Waker) -> Option<Option<embassy_time::Instant>> + 'c;
+
+impl<M: RawMutex, T, const N: usize, const F: usize> Waiter<'_, M, T, N, F> {
+    /// Runs `check` under the lock until it is ready or must wait: joins the chain to wait for
+    /// a change, and asks the time driver for a wake-up at the instant it names. Not generic
+    /// over the check, so its code is in the image once, not once per waiting call.
+    #[inline(never)]
+    fn poll(&mut self, cx: &mut Context<'_>, check: &mut Check<'_, T, N, F>) {
+        let mut looked_again = false;
+        loop {
+            let link = &mut self.link;
+            let step = self.batcher.with(|st| {
+                link.poll_changed(&st.chain);
+                let step = check(st, cx.waker());
+                match step {
+                    None => link.leave(&mut st.chain),
+                    Some(_) => link.register(&mut st.chain, cx.waker()),
+                }
+                step
+            });
+            let Some(Some(at)) = step else { return };
+            if !looked_again && at <= embassy_time::Instant::now() {
+                looked_again = true; // due: look again (once; a check that still waits for a
+                continue; // past instant is polled again on the next tick, not in a loop here)
+            }
+            // A fresh timer's first poll schedules the wake-up and is pending: no timer is kept
+            // in the waiting future (smaller futures, which are moved, not built in place).
+            let _ = Pin::new(&mut Timer::at(at)).poll(cx);
+            return;
+        }
+    }
+}
+
+impl<M: RawMutex, T, const N: usize, const F: usize> Drop for Waiter<'_, M, T, N, F> {
     fn drop(&mut self) {
         if self.link.keeps_waker() {
             self.batcher.with(|st| self.link.leave(&mut st.chain));
@@ -252,32 +288,19 @@ impl<M: RawMutex, T, const N: usize, const F: usize> Batcher<M, T, N, F> {
     /// Waits until `check` (called under the lock with the task's waker) is ready: again after
     /// every change of state that concerns waiters, and at the instant it asks for.
     pub(crate) async fn wait<R>(&self, mut check: impl FnMut(&mut State<T, N, F>, &Waker) -> Step<R>) -> R {
-        let mut node = Node { batcher: self, link: Link::default() };
-        let mut timer: Option<(embassy_time::Instant, Timer)> = None;
+        let mut waiter = Waiter { batcher: self, link: Link::default() };
         poll_fn(|cx| {
-            loop {
-                let step = self.with(|st| {
-                    node.link.poll_changed(&st.chain);
-                    let step = check(st, cx.waker());
-                    match step {
-                        Step::Ready(_) => node.link.leave(&mut st.chain),
-                        Step::Wait(_) => node.link.register(&mut st.chain, cx.waker()),
-                    }
-                    step
-                });
-                let at = match step {
-                    Step::Ready(r) => return Poll::Ready(r),
-                    Step::Wait(None) => return Poll::Pending,
-                    Step::Wait(Some(at)) => at,
-                };
-                let armed = match &mut timer {
-                    Some((t, armed)) if *t == at => armed,
-                    _ => &mut timer.insert((at, Timer::at(at))).1,
-                };
-                if Pin::new(armed).poll(cx).is_pending() {
-                    return Poll::Pending;
+            let mut out = None;
+            waiter.poll(cx, &mut |st, waker| match check(st, waker) {
+                Step::Ready(r) => {
+                    out = Some(r);
+                    None
                 }
-                timer = None; // due: look again
+                Step::Wait(at) => Some(at),
+            });
+            match out {
+                Some(r) => Poll::Ready(r),
+                None => Poll::Pending,
             }
         })
         .await

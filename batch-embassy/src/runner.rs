@@ -8,7 +8,7 @@ use batch_core::{Completion, Outcome};
 use embassy_sync::blocking_mutex::raw::RawMutex;
 use embassy_time::{Duration, Timer};
 
-use crate::batcher::{Batcher, Flight, Step};
+use crate::batcher::{Batcher, Flight, State, Step};
 use crate::handler::{BatchInfo, Handler};
 
 /// Delivers a [`Batcher`]'s batches: waits on `Timer::at(deadline)` and on new items, runs the
@@ -155,80 +155,28 @@ impl<'a, M: RawMutex, T, const N: usize, const F: usize, H: Handler<T>> Runner<'
     /// ```
     pub async fn run(&mut self) {
         loop {
-            let info = if let Some(info) = self.held {
-                info
-            } else {
+            if self.held.is_none() {
                 // A dead-letter callback that panicked may have left items behind: they were
-                // dead-lettered already.
+                // dead-lettered already. (Outside the lock: an item's `Drop` is user code.)
                 self.batch.clear();
-                let Some(info) = self.next_batch().await else { return };
-                self.held = Some(info);
-                info
-            };
-            self.deliver(info).await;
-        }
-    }
-
-    /// Cuts the next batch into the (empty) buffer.
-    async fn next_batch(&mut self) -> Option<BatchInfo> {
-        let batch = &mut self.batch;
-        self.batcher
-            .wait(|st, _| {
-                if st.aborted {
-                    return Step::Ready(None);
-                }
-                if let Some(flush) = st.core.poll_flush(crate::now(), batch) {
-                    let flight = Flight { seq: flush.seq, task: None, polling: false };
-                    let added = st.flights.push(flight);
-                    debug_assert!(added.is_ok(), "the core holds at most F batches");
-                    st.chain.notify(); // room for producers
-                    return Step::Ready(Some(BatchInfo {
-                        seq: flush.seq,
-                        attempt: 1,
-                        trigger: flush.trigger,
-                    }));
-                }
-                if st.core.is_finished() {
-                    return Step::Ready(None);
-                }
-                Step::Wait(st.core.next_cut().map(crate::to_embassy))
-            })
-            .await
-    }
-
-    /// Delivers the held batch to a final outcome, resuming where a cancelled `run` left it.
-    async fn deliver(&mut self, mut info: BatchInfo) {
-        let seq = info.seq;
-        loop {
-            // Waiting to retry (or resuming): the attempt to run, `None` if given up.
-            let current = info.attempt;
-            let attempt = self
-                .batcher
-                .wait(|st, _| {
-                    if st.flight(seq).is_none() {
-                        return Step::Ready(None);
-                    }
-                    if let Some(attempt) = st.core.poll_retry(crate::now(), seq) {
-                        return Step::Ready(Some(attempt));
-                    }
-                    match st.core.retry_at(seq) {
-                        None => Step::Ready(Some(current)), // running: (re-)run this attempt
-                        Some(_) if st.core.is_paused() => Step::Wait(None),
-                        Some(at) => Step::Wait(Some(crate::to_embassy(at))),
-                    }
-                })
-                .await;
-            let Some(attempt) = attempt else { return self.give_back(info) };
-            info.attempt = attempt;
-            // Field by field: a 16-byte struct copied inside an async fn becomes a `memmove`.
-            if let Some(held) = &mut self.held {
-                held.attempt = attempt;
             }
-
-            let result = match self.attempt(seq, attempt).await {
+            // One wait for everything between attempts: the next batch, a retry's back-off, a
+            // cancelled attempt to resume, or the end.
+            let (batch, held) = (&mut self.batch, &mut self.held);
+            let next = self.batcher.wait(|st, _| Self::next(st, batch, held)).await;
+            let Some(info) = self.held else { return };
+            if !next {
+                self.give_back(info);
+                continue;
+            }
+            let result = match self.attempt().await {
                 End::Done(result) => result,
-                End::Gone => return self.give_back(info),
+                End::Gone => {
+                    self.give_back(info);
+                    continue;
+                }
             };
+            let seq = info.seq;
             let outcome = if result.is_ok() { Outcome::Delivered } else { Outcome::Failed };
             let completion = self.batcher.with(|st| {
                 let completion = st.core.handle_completion(crate::now(), seq, outcome);
@@ -240,7 +188,7 @@ impl<'a, M: RawMutex, T, const N: usize, const F: usize, H: Handler<T>> Runner<'
                 completion
             });
             match (completion, result) {
-                (None, _) => return self.give_back(info),
+                (None, _) => self.give_back(info),
                 (Some(Completion::Retry { attempt, .. }), _) => {
                     #[cfg(feature = "defmt")]
                     defmt::warn!(
@@ -255,23 +203,63 @@ impl<'a, M: RawMutex, T, const N: usize, const F: usize, H: Handler<T>> Runner<'
                     self.held = None;
                     self.handler.dead_letter(self.batch.as_mut_view(), info, error);
                     self.batch.clear();
-                    return;
                 }
                 (Some(_), _) => {
                     self.held = None;
                     self.batch.clear();
-                    return;
                 }
             }
         }
     }
 
+    /// What the runner does next, under the lock: with no batch held, cut the next one into the
+    /// (empty) buffer; with one held, start its due retry or resume its cancelled attempt.
+    /// `Ready(true)`: run the attempt in `held`; `Ready(false)`: give the held batch back (it was
+    /// given up), or stop if none is held.
+    fn next(
+        st: &mut State<T, N, F>,
+        batch: &mut heapless::Vec<T, N>,
+        held: &mut Option<BatchInfo>,
+    ) -> Step<bool> {
+        let Some(info) = held else {
+            if st.aborted {
+                return Step::Ready(false);
+            }
+            if let Some(flush) = st.core.poll_flush(crate::now(), batch) {
+                let flight = Flight { seq: flush.seq, task: None, polling: false };
+                let added = st.flights.push(flight);
+                debug_assert!(added.is_ok(), "the core holds at most F batches");
+                st.chain.notify(); // room for producers
+                *held = Some(BatchInfo { seq: flush.seq, attempt: 1, trigger: flush.trigger });
+                return Step::Ready(true);
+            }
+            if st.core.is_finished() {
+                return Step::Ready(false);
+            }
+            return Step::Wait(st.core.next_cut().map(crate::to_embassy));
+        };
+        if st.flight(info.seq).is_none() {
+            return Step::Ready(false);
+        }
+        if let Some(attempt) = st.core.poll_retry(crate::now(), info.seq) {
+            info.attempt = attempt;
+            return Step::Ready(true);
+        }
+        match st.core.retry_at(info.seq) {
+            None => Step::Ready(true), // running: (re-)run this attempt
+            Some(_) if st.core.is_paused() => Step::Wait(None),
+            Some(at) => Step::Wait(Some(crate::to_embassy(at))),
+        }
+    }
+
     /// Runs one attempt: until the handler returns, the attempt times out, or the batch is
     /// given up.
-    async fn attempt(&mut self, seq: u64, attempt: u32) -> End<H::Error> {
+    async fn attempt(&mut self) -> End<H::Error> {
         let batcher = self.batcher;
+        // Read here, not passed in: a 16-byte argument copied into an async fn's state becomes
+        // a `memmove` (1.5 KiB of code).
         let Some(info) = self.held else { return End::Gone };
-        let info = BatchInfo { attempt, ..info };
+        let seq = info.seq;
         let mut timer = self.timeout.map(|(timeout, error)| (Timer::after(timeout), error));
         let mut handling = pin!(self.handler.handle(&self.batch, info));
         poll_fn(|cx| {
