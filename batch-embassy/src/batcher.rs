@@ -1,7 +1,7 @@
 //! The batcher that lives in a `static`.
 
 use core::cell::RefCell;
-use core::future::poll_fn;
+use core::future::Future;
 use core::pin::Pin;
 use core::task::{Context, Poll, Waker};
 
@@ -126,6 +126,39 @@ impl<M: RawMutex, T, const N: usize, const F: usize> Waiter<'_, M, T, N, F> {
             // in the waiting future (smaller futures, which are moved, not built in place).
             let _ = Pin::new(&mut Timer::at(at)).poll(cx);
             return;
+        }
+    }
+}
+
+/// The future of [`Batcher::wait`]: a plain struct, not an `async fn`, so each waiting call
+/// adds only its check and a small `poll` to the image.
+pub(crate) struct Wait<'a, M: RawMutex, T, const N: usize, const F: usize, C> {
+    waiter: Waiter<'a, M, T, N, F>,
+    check: C,
+}
+
+impl<M: RawMutex, T, const N: usize, const F: usize, C> Unpin for Wait<'_, M, T, N, F, C> {}
+
+impl<R, M: RawMutex, T, const N: usize, const F: usize, C> Future for Wait<'_, M, T, N, F, C>
+where
+    C: FnMut(&mut State<T, N, F>, &Waker) -> Step<R>,
+{
+    type Output = R;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<R> {
+        let this = self.get_mut();
+        let check = &mut this.check;
+        let mut out = None;
+        this.waiter.poll(cx, &mut |st, waker| match check(st, waker) {
+            Step::Ready(r) => {
+                out = Some(r);
+                None
+            }
+            Step::Wait(at) => Some(at),
+        });
+        match out {
+            Some(r) => Poll::Ready(r),
+            None => Poll::Pending,
         }
     }
 }
@@ -287,23 +320,11 @@ impl<M: RawMutex, T, const N: usize, const F: usize> Batcher<M, T, N, F> {
 
     /// Waits until `check` (called under the lock with the task's waker) is ready: again after
     /// every change of state that concerns waiters, and at the instant it asks for.
-    pub(crate) async fn wait<R>(&self, mut check: impl FnMut(&mut State<T, N, F>, &Waker) -> Step<R>) -> R {
-        let mut waiter = Waiter { batcher: self, link: Link::default() };
-        poll_fn(|cx| {
-            let mut out = None;
-            waiter.poll(cx, &mut |st, waker| match check(st, waker) {
-                Step::Ready(r) => {
-                    out = Some(r);
-                    None
-                }
-                Step::Wait(at) => Some(at),
-            });
-            match out {
-                Some(r) => Poll::Ready(r),
-                None => Poll::Pending,
-            }
-        })
-        .await
+    pub(crate) fn wait<R, C>(&self, check: C) -> Wait<'_, M, T, N, F, C>
+    where
+        C: FnMut(&mut State<T, N, F>, &Waker) -> Step<R>,
+    {
+        Wait { waiter: Waiter { batcher: self, link: Link::default() }, check }
     }
 
     /// Adds an item, waiting while the buffer is full. `Ok(Some(old))`: with
