@@ -74,6 +74,8 @@
 //! - `defmt`: derives `defmt::Format` on public types.
 //! - `alloc`: run-time sized storage ([`storage::FixedDeque`], `Vec` slot tables) for adapters
 //!   on std; off by default, so the core needs no allocator.
+//! - `store`: store and forward's storage side: the batch record format (postcard, CRC-32)
+//!   and the async `store::Store` trait that flash and disk stores implement.
 #![no_std]
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
@@ -83,6 +85,8 @@ mod config;
 mod error;
 mod metrics;
 pub mod storage;
+#[cfg(feature = "store")]
+pub mod store;
 mod time;
 
 pub use crate::batcher::{Batch, BatchCore, Batcher, Completion, Flush, FlushToken, Outcome};

@@ -125,6 +125,28 @@ fn test() -> Result {
     t.step("cargo test --workspace", |t| {
         t.cargo_test(cargo(&root).args(["test", "--workspace", "--locked"]))
     });
+    t.step("batch-core with the store feature: tests and clippy", |t| {
+        t.cargo_test(cargo(&root).args([
+            "test",
+            "-p",
+            "batch-core",
+            "--locked",
+            "--features",
+            "store,alloc",
+        ]))?;
+        util::run(cargo(&root).args([
+            "clippy",
+            "-p",
+            "batch-core",
+            "--all-targets",
+            "--locked",
+            "--features",
+            "store,alloc",
+            "--",
+            "-D",
+            "warnings",
+        ]))
+    });
     t.step("cargo doc (warnings denied)", |_| {
         util::run(cargo(&root).env("RUSTDOCFLAGS", "-D warnings").args([
             "doc",
@@ -134,7 +156,7 @@ fn test() -> Result {
         ]))
     });
     for target in MCU_TARGETS {
-        for features in [None, Some("defmt")] {
+        for features in [None, Some("defmt"), Some("store"), Some("store,defmt")] {
             let name =
                 format!("batch-core for {target}{}", features.map_or(String::new(), |f| format!(" +{f}")));
             t.step(&name, |_| {
