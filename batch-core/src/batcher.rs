@@ -9,7 +9,7 @@ use core::marker::PhantomData;
 
 use crate::config::{Config, ConfigError, Overflow};
 use crate::error::PushError;
-use crate::metrics::{Metrics, Trigger};
+use crate::metrics::{Count, Metrics, Trigger};
 use crate::storage::{BatchBuf, InFlight, Phase, Queue, Slots};
 use crate::time::{Duration, Instant};
 
@@ -194,7 +194,10 @@ pub struct BatchCore<T, Q, S> {
     paused_at: Option<Instant>,
     wake: bool,
     rng: u32,
-    /// Counters; `buffered`, `in_flight` and `batches_in_flight` are filled in by `metrics()`.
+    /// Items accepted so far: the acceptance index of the next item (a `u64` on every target,
+    /// unlike the counters, because it orders items).
+    accepted: u64,
+    /// Counters; `accepted`, `buffered` and `batches_in_flight` are filled in by `metrics()`.
     counters: Metrics,
     _items: PhantomData<fn(T) -> T>,
 }
@@ -319,7 +322,7 @@ impl<T, Q: Queue<T>, S: Slots> BatchCore<T, Q, S> {
         let capacity = queue.capacity();
         let mut core = Self::assemble(queue, slots, capacity, config, weigher);
         // Anything already in the storage is taken as accepted now, so the counters add up.
-        core.counters.accepted = core.queue.len() as u64;
+        core.accepted = core.queue.len() as u64;
         if core.queue.len() > 0 {
             core.marks.reset(0, Instant::ZERO); // arrival unknown: as early as can be
         }
@@ -354,6 +357,7 @@ impl<T, Q: Queue<T>, S: Slots> BatchCore<T, Q, S> {
             paused_at: None,
             wake: false,
             rng: if seed == 0 { 0x9E37_79B9 } else { seed },
+            accepted: 0,
             counters: Metrics {
                 accepted: 0,
                 rejected: 0,
@@ -421,10 +425,10 @@ impl<T, Q: Queue<T>, S: Slots> BatchCore<T, Q, S> {
     pub fn push_with(&mut self, now: impl FnOnce() -> Instant, item: T) -> Result<Option<T>, PushError<T>> {
         // Fast path: open, unweighted, not the first item of a batch, not one that completes a
         // batch, fills the buffer or needs an arrival mark: only the buffer and a counter change.
-        if self.counters.accepted < self.fast_until {
+        if self.accepted < self.fast_until {
             match self.queue.push_back(item) {
                 Ok(()) => {
-                    self.counters.accepted += 1;
+                    self.accepted += 1;
                     return Ok(None);
                 }
                 Err(item) => return self.push_slow(now, item, None),
@@ -480,10 +484,10 @@ impl<T, Q: Queue<T>, S: Slots> BatchCore<T, Q, S> {
             let to_batch = if len < self.max_batch { self.max_batch - 1 - len } else { usize::MAX };
             let next_mark = self.marks.last_index() + self.max_batch as u64;
             let to_mark =
-                usize::try_from(next_mark.saturating_sub(self.counters.accepted)).unwrap_or(usize::MAX);
+                usize::try_from(next_mark.saturating_sub(self.accepted)).unwrap_or(usize::MAX);
             to_full.min(to_batch).min(to_mark)
         };
-        self.fast_until = self.counters.accepted.saturating_add(fast as u64);
+        self.fast_until = self.accepted.saturating_add(fast as u64);
     }
 
     /// Every push that may change more than the buffer and the count.
@@ -495,14 +499,14 @@ impl<T, Q: Queue<T>, S: Slots> BatchCore<T, Q, S> {
         given: Option<u32>,
     ) -> Result<Option<T>, PushError<T>> {
         if self.closed {
-            self.counters.rejected += 1;
+            add(&mut self.counters.rejected, 1);
             return Err(PushError::Closed(item));
         }
         let weight = match self.config.get_max_weight() {
             Some(max) => {
                 let w = given.or_else(|| self.weigher.map(|weigh| weigh(&item))).unwrap_or(0);
                 if w > max {
-                    self.counters.rejected += 1;
+                    add(&mut self.counters.rejected, 1);
                     return Err(PushError::TooHeavy(item));
                 }
                 w
@@ -513,7 +517,7 @@ impl<T, Q: Queue<T>, S: Slots> BatchCore<T, Q, S> {
         if self.queue.len() >= self.queue.capacity() {
             match self.config.get_overflow() {
                 Overflow::Reject => {
-                    self.counters.rejected += 1;
+                    add(&mut self.counters.rejected, 1);
                     return Err(PushError::Full(item));
                 }
                 Overflow::DropOldest => {
@@ -524,11 +528,11 @@ impl<T, Q: Queue<T>, S: Slots> BatchCore<T, Q, S> {
         let was_empty = self.queue.len() == 0;
         if let Err(item) = self.queue.push_back_weighed(item, weight) {
             // Only reachable with a zero-capacity queue, which validation refuses.
-            self.counters.rejected += 1;
+            add(&mut self.counters.rejected, 1);
             return Err(PushError::Full(item));
         }
-        let index = self.counters.accepted;
-        self.counters.accepted += 1;
+        let index = self.accepted;
+        self.accepted += 1;
         self.buffered_weight += u64::from(weight);
         let len = self.queue.len();
         let max_batch = self.max_batch;
@@ -567,7 +571,7 @@ impl<T, Q: Queue<T>, S: Slots> BatchCore<T, Q, S> {
     ) -> Option<T> {
         loop {
             // A run of fast-path pushes: append only.
-            while self.counters.accepted < self.fast_until {
+            while self.accepted < self.fast_until {
                 let item = items.next()?;
                 if let Err(item) = self.queue.push_back(item) {
                     // Not reachable (the fast path implies room); take the slow path.
@@ -579,7 +583,7 @@ impl<T, Q: Queue<T>, S: Slots> BatchCore<T, Q, S> {
                     }
                     continue;
                 }
-                self.counters.accepted += 1;
+                self.accepted += 1;
             }
             let item = items.next()?;
             if self.must_wait() {
@@ -613,7 +617,7 @@ impl<T, Q: Queue<T>, S: Slots> BatchCore<T, Q, S> {
 
     /// The item just accepted cuts its batch at once.
     fn mark_urgent(&mut self) {
-        self.flush_mark = self.counters.accepted;
+        self.flush_mark = self.accepted;
         self.mark_trigger = Trigger::Urgent;
         self.wake = true;
     }
@@ -628,18 +632,18 @@ impl<T, Q: Queue<T>, S: Slots> BatchCore<T, Q, S> {
         match outcome {
             Outcome::Delivered => {
                 self.remove_slot(index);
-                self.counters.delivered += u64::from(slot.len);
-                self.counters.batches_delivered += 1;
-                self.counters.in_flight -= u64::from(slot.len);
+                add(&mut self.counters.delivered, Count::from(slot.len));
+                add(&mut self.counters.batches_delivered, 1);
+                self.counters.in_flight -= Count::from(slot.len);
                 Some(Completion::Delivered { len })
             }
             Outcome::Failed => {
-                self.counters.failed_attempts += 1;
+                add(&mut self.counters.failed_attempts, 1);
                 if slot.attempt >= self.config.get_max_attempts() {
                     self.remove_slot(index);
-                    self.counters.dead_lettered += u64::from(slot.len);
-                    self.counters.batches_dead_lettered += 1;
-                    self.counters.in_flight -= u64::from(slot.len);
+                    add(&mut self.counters.dead_lettered, Count::from(slot.len));
+                    add(&mut self.counters.batches_dead_lettered, 1);
+                    self.counters.in_flight -= Count::from(slot.len);
                     Some(Completion::DeadLettered { attempts: slot.attempt, len })
                 } else {
                     // While paused the retry clock does not run: count from the pause, and
@@ -660,10 +664,10 @@ impl<T, Q: Queue<T>, S: Slots> BatchCore<T, Q, S> {
     /// The token tells, through [`is_flushed`](Self::is_flushed), when they all reached a final
     /// outcome. A flush of an empty batcher is flushed at once.
     pub fn flush(&mut self) -> FlushToken {
-        self.flush_mark = self.counters.accepted;
+        self.flush_mark = self.accepted;
         self.mark_trigger = Trigger::Manual;
         self.wake = true;
-        FlushToken(self.counters.accepted)
+        FlushToken(self.accepted)
     }
 
     /// Stops taking items (pushes return [`PushError::Closed`]) and cuts everything buffered
@@ -702,8 +706,8 @@ impl<T, Q: Queue<T>, S: Slots> BatchCore<T, Q, S> {
     pub fn abandon(&mut self, seq: u64) -> Option<usize> {
         let index = self.slots.as_slice().iter().position(|s| s.seq == seq)?;
         let slot = self.remove_slot(index);
-        self.counters.in_flight -= u64::from(slot.len);
-        self.counters.returned += u64::from(slot.len);
+        self.counters.in_flight -= Count::from(slot.len);
+        add(&mut self.counters.returned, Count::from(slot.len));
         self.wake = true;
         Some(slot.len as usize)
     }
@@ -725,15 +729,15 @@ impl<T, Q: Queue<T>, S: Slots> BatchCore<T, Q, S> {
     pub fn abandon_held(&mut self, seq: u64) -> Option<usize> {
         let index = self.slots.as_slice().iter().position(|s| s.seq == seq)?;
         let slot = self.remove_slot(index);
-        self.counters.in_flight -= u64::from(slot.len);
-        self.counters.abandoned += u64::from(slot.len);
+        self.counters.in_flight -= Count::from(slot.len);
+        add(&mut self.counters.abandoned, Count::from(slot.len));
         self.wake = true;
         Some(slot.len as usize)
     }
 
     /// Counts a panic in user code that the driver caught ([`Metrics::panics`]).
     pub fn note_panic(&mut self) {
-        self.counters.panics += 1;
+        add(&mut self.counters.panics, 1);
     }
 
     /// The sequence numbers of the batches in flight, in no particular order.
@@ -763,7 +767,7 @@ impl<T, Q: Queue<T>, S: Slots> BatchCore<T, Q, S> {
             moved += 1;
         }
         self.settle_weight();
-        self.counters.returned += moved as u64;
+        add(&mut self.counters.returned, moved as Count);
         self.reanchor();
         moved
     }
@@ -824,7 +828,7 @@ impl<T, Q: Queue<T>, S: Slots> BatchCore<T, Q, S> {
             self.counters.max_item_age = oldest_age;
         }
         self.counters.flushes.record(trigger);
-        self.counters.in_flight += len as u64;
+        self.counters.in_flight += len as Count;
         self.reanchor();
         Some(Flush { seq, len, trigger, oldest_age, first_item: first })
     }
@@ -842,7 +846,7 @@ impl<T, Q: Queue<T>, S: Slots> BatchCore<T, Q, S> {
             Phase::Backoff(at) if now >= at => {
                 slot.phase = Phase::Running;
                 slot.attempt += 1;
-                self.counters.retries += 1;
+                add(&mut self.counters.retries, 1);
                 Some(slot.attempt)
             }
             _ => None,
@@ -962,8 +966,9 @@ impl<T, Q: Queue<T>, S: Slots> BatchCore<T, Q, S> {
     /// A snapshot of the counters.
     pub fn metrics(&self) -> Metrics {
         let mut m = self.counters;
-        m.buffered = self.queue.len() as u64;
-        m.batches_in_flight = self.slots.as_slice().len() as u64;
+        m.accepted = self.accepted as Count; // wraps with the other counters
+        m.buffered = self.queue.len() as Count;
+        m.batches_in_flight = self.slots.as_slice().len() as Count;
         m
     }
 
@@ -988,7 +993,7 @@ impl<T, Q: Queue<T>, S: Slots> BatchCore<T, Q, S> {
 
     /// Acceptance index of the oldest buffered item (or of the next item, when empty).
     fn front_index(&self) -> u64 {
-        self.counters.accepted - self.queue.len() as u64
+        self.accepted - self.queue.len() as u64
     }
 
     fn slot_free(&self) -> bool {
@@ -1062,7 +1067,7 @@ impl<T, Q: Queue<T>, S: Slots> BatchCore<T, Q, S> {
         let old = self.queue.pop_front()?;
         self.buffered_weight = self.buffered_weight.saturating_sub(w);
         self.settle_weight();
-        self.counters.evicted += 1;
+        add(&mut self.counters.evicted, 1);
         self.reanchor();
         Some(old)
     }
@@ -1092,6 +1097,12 @@ impl<T, Q: Queue<T>, S: Slots> BatchCore<T, Q, S> {
         self.rng = x;
         Duration::from_micros(delay - mul_hi(span, x))
     }
+}
+
+/// `*counter += n`, wrapping (a `u32` counter on a 32-bit target wraps after 2^32; see
+/// [`Count`]).
+fn add(counter: &mut Count, n: Count) {
+    *counter = counter.wrapping_add(n);
 }
 
 /// `(a * b) >> 32` without overflow or 128-bit arithmetic.

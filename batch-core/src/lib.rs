@@ -92,5 +92,5 @@ mod time;
 pub use crate::batcher::{Batch, BatchCore, Batcher, Completion, Flush, FlushToken, Outcome};
 pub use crate::config::{Config, ConfigError, Overflow};
 pub use crate::error::PushError;
-pub use crate::metrics::{FlushCounts, Metrics, Trigger};
+pub use crate::metrics::{Count, FlushCounts, Metrics, Trigger};
 pub use crate::time::{Duration, Instant};

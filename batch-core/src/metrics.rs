@@ -12,6 +12,18 @@
 
 use crate::time::Duration;
 
+/// The type of the item and batch counters in [`Metrics`] and [`FlushCounts`]: `u64` on 64-bit
+/// targets, `u32` on 32-bit (and smaller) ones, where a `u64` takes two registers and two
+/// instructions per update. A `u32` counter wraps (after 4 294 967 295 items, 49 days at
+/// 1 000 items/s): every update and [`Metrics::is_consistent`] use wrapping arithmetic, so the
+/// counters still add up, modulo 2^32. (Sequence numbers and acceptance indices, which order
+/// things, stay `u64` everywhere.)
+#[cfg(target_pointer_width = "64")]
+pub type Count = u64;
+/// The type of the item and batch counters (see the 64-bit documentation): `u32` here.
+#[cfg(not(target_pointer_width = "64"))]
+pub type Count = u32;
+
 /// Why a batch was cut.
 ///
 /// ```
@@ -65,26 +77,27 @@ impl Trigger {
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct FlushCounts {
     /// Cut because `max_batch` items were buffered.
-    pub size: u64,
+    pub size: Count,
     /// Cut because of the weight limit.
-    pub weight: u64,
+    pub weight: Count,
     /// Cut because the oldest item had waited `linger`.
-    pub linger: u64,
+    pub linger: Count,
     /// Cut by a manual flush.
-    pub manual: u64,
+    pub manual: Count,
     /// Cut by an urgent item.
-    pub urgent: u64,
+    pub urgent: Count,
     /// Cut while closing.
-    pub close: u64,
+    pub close: Count,
 }
 
 impl FlushCounts {
     /// Counts one batch cut by `trigger`.
     pub fn record(&mut self, trigger: Trigger) {
-        *self.slot(trigger) += 1;
+        let slot = self.slot(trigger);
+        *slot = slot.wrapping_add(1);
     }
     /// The count for one trigger.
-    pub const fn get(&self, trigger: Trigger) -> u64 {
+    pub const fn get(&self, trigger: Trigger) -> Count {
         match trigger {
             Trigger::Size => self.size,
             Trigger::Weight => self.weight,
@@ -95,10 +108,15 @@ impl FlushCounts {
         }
     }
     /// All batches cut.
-    pub const fn total(&self) -> u64 {
-        self.size + self.weight + self.linger + self.manual + self.urgent + self.close
+    pub const fn total(&self) -> Count {
+        self.size
+            .wrapping_add(self.weight)
+            .wrapping_add(self.linger)
+            .wrapping_add(self.manual)
+            .wrapping_add(self.urgent)
+            .wrapping_add(self.close)
     }
-    fn slot(&mut self, trigger: Trigger) -> &mut u64 {
+    fn slot(&mut self, trigger: Trigger) -> &mut Count {
         match trigger {
             Trigger::Size => &mut self.size,
             Trigger::Weight => &mut self.weight,
@@ -125,60 +143,57 @@ impl FlushCounts {
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct Metrics {
     /// Items taken in.
-    pub accepted: u64,
+    pub accepted: Count,
     /// Items refused and handed back to the caller (full, closed or too heavy).
-    pub rejected: u64,
+    pub rejected: Count,
     /// Items in batches the handler accepted.
-    pub delivered: u64,
+    pub delivered: Count,
     /// Items in batches that failed every attempt and were handed back (dead letters).
-    pub dead_lettered: u64,
+    pub dead_lettered: Count,
     /// Items evicted by [`Overflow::DropOldest`](crate::Overflow::DropOldest) and handed back.
-    pub evicted: u64,
+    pub evicted: Count,
     /// Items handed back undelivered by a shutdown that hit its deadline.
-    pub returned: u64,
+    pub returned: Count,
     /// Items of batches a handler still held when a shutdown deadline expired (a clone kept by
     /// a detached task, a handler blocked in its thread): they could not be handed back by value
     /// and may or may not have reached the sink. Never counted as returned.
-    pub abandoned: u64,
+    pub abandoned: Count,
     /// Items waiting in the buffer.
-    pub buffered: u64,
+    pub buffered: Count,
     /// Items in batches that are with the handler or waiting to retry.
-    pub in_flight: u64,
+    pub in_flight: Count,
     /// Attempts after the first.
-    pub retries: u64,
+    pub retries: Count,
     /// Attempts that failed.
-    pub failed_attempts: u64,
+    pub failed_attempts: Count,
     /// Batches the handler accepted.
-    pub batches_delivered: u64,
+    pub batches_delivered: Count,
     /// Batches that failed every attempt.
-    pub batches_dead_lettered: u64,
+    pub batches_dead_lettered: Count,
     /// Batches currently in flight.
-    pub batches_in_flight: u64,
+    pub batches_in_flight: Count,
     /// Batches cut, by trigger.
     pub flushes: FlushCounts,
     /// The largest age of a batch's oldest item when the batch was cut.
     pub max_item_age: Duration,
     /// Panics in user code (handler, callbacks, weigher, an item's `Drop`) that the adapter
     /// caught and contained. Always 0 where a panic aborts (firmware).
-    pub panics: u64,
+    pub panics: Count,
 }
 
 impl Metrics {
     /// Whether the item counts add up (see the type's documentation).
     pub const fn is_consistent(&self) -> bool {
-        self.accepted
-            == self.delivered
-                + self.dead_lettered
-                + self.evicted
-                + self.returned
-                + self.abandoned
-                + self.buffered
-                + self.in_flight
+        self.accepted == self.settled().wrapping_add(self.buffered).wrapping_add(self.in_flight)
     }
 
     /// Items that have reached a final outcome (delivered, dead-lettered, evicted, returned or
     /// abandoned).
-    pub const fn settled(&self) -> u64 {
-        self.delivered + self.dead_lettered + self.evicted + self.returned + self.abandoned
+    pub const fn settled(&self) -> Count {
+        self.delivered
+            .wrapping_add(self.dead_lettered)
+            .wrapping_add(self.evicted)
+            .wrapping_add(self.returned)
+            .wrapping_add(self.abandoned)
     }
 }

@@ -50,7 +50,7 @@ mod runner;
 mod wait;
 
 pub use batch_core::{
-    Config, ConfigError, Duration as CoreDuration, FlushCounts, Metrics, Overflow, PushError, Trigger,
+    Config, ConfigError, Count, Duration as CoreDuration, FlushCounts, Metrics, Overflow, PushError, Trigger,
 };
 pub use batcher::{Batcher, ShutdownReport};
 pub use handler::{BatchInfo, Handler, WithDeadLetter};

@@ -1,6 +1,6 @@
 //! The self-check: compares the ledger with the batcher's metrics once everything has drained.
 
-use batch_embassy::{Metrics, Trigger};
+use batch_embassy::{Count, Metrics, Trigger};
 
 use crate::Plan;
 use crate::ledger::{Anomaly, Ledger};
@@ -133,7 +133,7 @@ impl Report {
         let (ledger, m) = (&self.ledger, &self.metrics);
         let produced = |i: usize| ledger.sensors.get(i).map_or(0, |s| s.produced);
         log_info!(
-            "summary: produced {=u64} readings ({=str} {=u32}, {=str} {=u32}, {=str} {=u32}, {=str} {=u32}; {=u32} urgent), accepted {=u64}",
+            "summary: produced {=u64} readings ({=str} {=u32}, {=str} {=u32}, {=str} {=u32}, {=str} {=u32}; {=u32} urgent), accepted {}",
             ledger.produced(),
             SENSORS[0].name,
             produced(0),
@@ -147,14 +147,14 @@ impl Report {
             m.accepted
         );
         log_info!(
-            "summary: delivered {=u64} readings in {=u64} batches, dead-lettered {=u64} readings in {=u64} batches",
+            "summary: delivered {} readings in {} batches, dead-lettered {} readings in {} batches",
             m.delivered,
             m.batches_delivered,
             m.dead_lettered,
             m.batches_dead_lettered
         );
         log_info!(
-            "summary: {=u32} attempts, {=u64} failed ({=u32} while the link was down), {=u64} retries",
+            "summary: {=u32} attempts, {} failed ({=u32} while the link was down), {} retries",
             ledger.attempts,
             m.failed_attempts,
             ledger.link_down_failures,
@@ -162,7 +162,7 @@ impl Report {
         );
         let flushes = &m.flushes;
         log_info!(
-            "summary: batches by trigger: size {=u64}, linger {=u64}, manual {=u64}, urgent {=u64}, close {=u64}, weight {=u64}",
+            "summary: batches by trigger: size {}, linger {}, manual {}, urgent {}, close {}, weight {}",
             flushes.get(Trigger::Size),
             flushes.get(Trigger::Linger),
             flushes.get(Trigger::Manual),
@@ -171,7 +171,7 @@ impl Report {
             flushes.get(Trigger::Weight)
         );
         log_info!(
-            "summary: max item age {=u64} ms, longest producer wait (backpressure) {=u64} ms, rejected {=u64}, evicted {=u64}",
+            "summary: max item age {=u64} ms, longest producer wait (backpressure) {=u64} ms, rejected {}, evicted {}",
             m.max_item_age.as_millis(),
             ledger.max_wait_us() / 1000,
             m.rejected,
@@ -212,23 +212,23 @@ pub fn check(ledger: &Ledger, metrics: &Metrics, plan: &Plan) -> Report {
         report.fail(Failure::MetricsInconsistent);
     }
     if metrics.buffered != 0 || metrics.in_flight != 0 {
-        report.fail(Failure::NotDrained { buffered: metrics.buffered, in_flight: metrics.in_flight });
+        report.fail(Failure::NotDrained { buffered: wide(metrics.buffered), in_flight: wide(metrics.in_flight) });
     }
     let pairs = [
-        (Counter::Accepted, ledger.produced(), metrics.accepted),
-        (Counter::Delivered, ledger.delivered(), metrics.delivered),
-        (Counter::DeadLettered, ledger.dead_lettered(), metrics.dead_lettered),
-        (Counter::BatchesDelivered, u64::from(ledger.batches_delivered), metrics.batches_delivered),
+        (Counter::Accepted, ledger.produced(), wide(metrics.accepted)),
+        (Counter::Delivered, ledger.delivered(), wide(metrics.delivered)),
+        (Counter::DeadLettered, ledger.dead_lettered(), wide(metrics.dead_lettered)),
+        (Counter::BatchesDelivered, u64::from(ledger.batches_delivered), wide(metrics.batches_delivered)),
         (
             Counter::BatchesDeadLettered,
             u64::from(ledger.batches_dead_lettered),
-            metrics.batches_dead_lettered,
+            wide(metrics.batches_dead_lettered),
         ),
-        (Counter::FailedAttempts, u64::from(ledger.failed_attempts), metrics.failed_attempts),
+        (Counter::FailedAttempts, u64::from(ledger.failed_attempts), wide(metrics.failed_attempts)),
         (
             Counter::Attempts,
             u64::from(ledger.attempts),
-            metrics.batches_delivered + metrics.batches_dead_lettered + metrics.retries,
+            wide(metrics.batches_delivered) + wide(metrics.batches_dead_lettered) + wide(metrics.retries),
         ),
     ];
     for (counter, ledger, metrics) in pairs {
@@ -243,4 +243,10 @@ pub fn check(ledger: &Ledger, metrics: &Metrics, plan: &Plan) -> Report {
         report.fail(Failure::NoDeadLetter);
     }
     report
+}
+
+/// A counter as a `u64` ([`Count`] is `u32` on the MCU, `u64` on a 64-bit host).
+#[allow(clippy::useless_conversion, reason = "a no-op on 64-bit hosts only")]
+fn wide(count: Count) -> u64 {
+    count.into()
 }
