@@ -72,9 +72,12 @@ impl<T, const N: usize, const F: usize> State<T, N, F> {
         let Some(i) = self.flights.iter().position(|f| f.seq == seq) else { return false };
         // The last record moves into the freed place (plain moves: `swap_remove` and
         // `slice::swap` copy with a `memmove`, which costs 1.5 KiB of code in a firmware image).
-        let Some(last) = self.flights.pop() else { return false };
+        // Field by field: a whole 24-byte record is copied with `memcpy` on thumbv6m.
+        let Some(Flight { seq, task, polling }) = self.flights.pop() else { return false };
         if let Some(place) = self.flights.get_mut(i) {
-            *place = last;
+            place.seq = seq;
+            place.task = task;
+            place.polling = polling;
         }
         true
     }
