@@ -45,6 +45,8 @@
 #![forbid(unsafe_code)]
 
 mod batcher;
+#[cfg(feature = "flash-store")]
+pub mod flash_store;
 mod handler;
 mod runner;
 mod wait;
@@ -55,6 +57,8 @@ pub use batch_core::{
 pub use batcher::{Batcher, ShutdownReport};
 pub use handler::{BatchInfo, Handler, WithDeadLetter};
 pub use runner::Runner;
+#[cfg(feature = "flash-store")]
+pub use flash_store::{FlashError, FlashLayout, FlashStore};
 
 /// A core [`Config`] duration from milliseconds, for `const` configurations.
 ///
