@@ -445,15 +445,17 @@ impl<T, Q: Queue<T>, S: Slots> BatchCore<T, Q, S> {
     /// weighs that item again; otherwise the configured weigher is asked at the cut.
     ///
     /// ```
+    /// # #[cfg(feature = "alloc")] {
     /// use batch_core::{BatchCore, Config, Instant, PushError, storage::{FixedDeque, InFlight}};
     /// let mut core = BatchCore::<&str, _, _>::with_storage(
     ///     Config::new().max_weight(10),
-    ///     FixedDeque::try_with_capacity_weighed(8).unwrap(),
+    ///     FixedDeque::try_with_capacity_weighed(8).unwrap(), // `alloc` feature
     ///     Vec::<InFlight>::with_capacity(1),
     ///     None, // no weigher: the driver weighs
     /// ).unwrap();
     /// assert_eq!(core.push_weighed(Instant::ZERO, "abc", 3), Ok(None));
     /// assert_eq!(core.push_weighed(Instant::ZERO, "too heavy", 11), Err(PushError::TooHeavy("too heavy")));
+    /// # }
     /// ```
     pub fn push_weighed(&mut self, now: Instant, item: T, weight: u32) -> Result<Option<T>, PushError<T>> {
         let result = self.push_slow(|| now, item, Some(weight));

@@ -155,33 +155,7 @@ fn test() -> Result {
             "--locked",
         ]))
     });
-    for target in MCU_TARGETS {
-        for features in [None, Some("defmt"), Some("store"), Some("store,defmt")] {
-            let name =
-                format!("batch-core for {target}{}", features.map_or(String::new(), |f| format!(" +{f}")));
-            t.step(&name, |_| {
-                let mut cmd = cargo(&root);
-                cmd.args(["build", "-p", "batch-core", "--locked", "--target", target]);
-                if let Some(f) = features {
-                    cmd.args(["--features", f]);
-                }
-                util::run(&mut cmd)
-            });
-        }
-    }
-    t.step("batch-embassy for MCU targets", |_| {
-        for target in MCU_TARGETS {
-            for features in [None, Some("defmt")] {
-                let mut cmd = cargo(&root);
-                cmd.args(["build", "-p", "batch-embassy", "--locked", "--target", target]);
-                if let Some(f) = features {
-                    cmd.args(["--features", f]);
-                }
-                util::run(&mut cmd)?;
-            }
-        }
-        Ok(())
-    });
+    mcu_steps(&mut t, &root);
     for (mode, extra) in [("SQLite", &[][..]), ("HTTP", &["--http"][..])] {
         t.step(&format!("gateway demo, {mode} mode (README command, short settings)"), |_| {
             let dir = std::env::temp_dir().join(format!("batch-gateway-ci-{}", std::process::id()));
@@ -219,6 +193,37 @@ fn test() -> Result {
     firmware_steps(&mut t);
     t.step("board examples (STM32F411, ESP32-C3)", |_| boards::boards());
     finish(&t)
+}
+
+/// batch-core and batch-embassy build for every MCU target, with and without their features.
+fn mcu_steps(t: &mut Tally, root: &std::path::Path) {
+    for target in MCU_TARGETS {
+        for features in [None, Some("defmt"), Some("store"), Some("store,defmt")] {
+            let name =
+                format!("batch-core for {target}{}", features.map_or(String::new(), |f| format!(" +{f}")));
+            t.step(&name, |_| {
+                let mut cmd = cargo(root);
+                cmd.args(["build", "-p", "batch-core", "--locked", "--target", target]);
+                if let Some(f) = features {
+                    cmd.args(["--features", f]);
+                }
+                util::run(&mut cmd)
+            });
+        }
+    }
+    t.step("batch-embassy for MCU targets", |_| {
+        for target in MCU_TARGETS {
+            for features in [None, Some("defmt")] {
+                let mut cmd = cargo(root);
+                cmd.args(["build", "-p", "batch-embassy", "--locked", "--target", target]);
+                if let Some(f) = features {
+                    cmd.args(["--features", f]);
+                }
+                util::run(&mut cmd)?;
+            }
+        }
+        Ok(())
+    });
 }
 
 /// The firmware checks: lints, a QEMU run per architecture (and its broken variant, which must
