@@ -118,8 +118,8 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 /// No cache: no RAM, and every operation reads the page states and item headers it needs.
-/// `sequential-storage`'s array caches (`Cache::new(ArrayPageStates::<PAGES>::new(),
-/// ArrayPagePointers::<PAGES>::new(), Uncached)`, 9 bytes per page of the batches range) cut the
+/// `sequential-storage`'s array caches (`Cache::new(page_states::ArrayPageStates::<PAGES>::new(),
+/// page_pointers::ArrayPagePointers::<PAGES>::new(), Uncached)`, 9 bytes per page of the batches range) cut the
 /// reads of a queue operation to a few percent; pass one to [`FlashStore::with_cache`].
 pub type NoCache = Cache<Uncached, Uncached, Uncached>;
 
@@ -146,7 +146,10 @@ pub struct FlashLayout<S> {
 
 impl<S> fmt::Debug for FlashLayout<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("FlashLayout").field("batches", &self.batches_range).field("floors", &self.floors).finish()
+        f.debug_struct("FlashLayout")
+            .field("batches", &self.batches_range)
+            .field("floors", &self.floors)
+            .finish()
     }
 }
 
@@ -187,9 +190,13 @@ impl<S: NorFlash> FlashLayout<S> {
     pub const fn new(batches: Range<u32>, floors: Range<u32>) -> Self {
         match Self::try_new(batches, floors) {
             Ok(layout) => layout,
-            Err(LayoutError::Batches(_)) => panic!("flash store: bad batches range (whole pages, one or more)"),
+            Err(LayoutError::Batches(_)) => {
+                panic!("flash store: bad batches range (whole pages, one or more)")
+            }
             Err(LayoutError::Floors(_)) => panic!("flash store: bad floors range (whole pages)"),
-            Err(LayoutError::FloorsTooSmall) => panic!("flash store: the floors range needs two pages or more"),
+            Err(LayoutError::FloorsTooSmall) => {
+                panic!("flash store: the floors range needs two pages or more")
+            }
             Err(LayoutError::Overlap) => panic!("flash store: the batches and floors ranges overlap"),
             Err(LayoutError::PageTooSmall) => panic!("flash store: a flash page cannot hold a floor record"),
         }
@@ -426,7 +433,6 @@ impl<S: NorFlash, T, const BUF: usize, C: CacheImpl<()>> FlashStore<S, T, BUF, C
     pub fn into_parts(self) -> (S, C) {
         self.queue.destroy()
     }
-
 }
 
 /// A sink that validates items and counts them.
@@ -522,7 +528,8 @@ where
     async fn write_floor(&mut self, new: u64) -> Result<(), Error<S::Error>> {
         let Self { queue, floors, codec, buf, state, .. } = self;
         let codec = *codec;
-        let config = QueueConfig::<&mut S>::try_new(floors.clone()).map_err(|_| StoreError::Io(FlashError::Internal))?;
+        let config = QueueConfig::<&mut S>::try_new(floors.clone())
+            .map_err(|_| StoreError::Io(FlashError::Internal))?;
         let mut floors = QueueStorage::new(queue.flash(), config, NoCache::new_uncached());
         // Leftovers of a cut between a write and its pops (never the highest floor).
         prune_floors::<T, _>(&mut floors, codec, &mut buf.0, state.floor).await?;
@@ -530,7 +537,8 @@ where
         match floors.push(&buf.0[..len], false).await {
             Err(sequential_storage::Error::FullStorage) => {
                 walk(&mut floors, &mut buf.0).await?;
-                let len = codec.encode::<T>(new, &[], &mut buf.0[..Self::USABLE]).map_err(encode_error)?.len();
+                let len =
+                    codec.encode::<T>(new, &[], &mut buf.0[..Self::USABLE]).map_err(encode_error)?.len();
                 floors.push(&buf.0[..len], false).await.map_err(ss)?;
             }
             other => other.map_err(ss)?,
@@ -542,7 +550,8 @@ where
     /// Reads the floors range: the highest valid floor record.
     async fn recover_floor(&mut self, found: &mut Recovery) -> Result<(), Error<S::Error>> {
         let Self { queue, floors, codec, buf, .. } = self;
-        let config = QueueConfig::<&mut S>::try_new(floors.clone()).map_err(|_| StoreError::Io(FlashError::Internal))?;
+        let config = QueueConfig::<&mut S>::try_new(floors.clone())
+            .map_err(|_| StoreError::Io(FlashError::Internal))?;
         let mut floors = QueueStorage::new(queue.flash(), config, NoCache::new_uncached());
         let bound = max_items::<S>(&floors.flash_range());
         let mut it = floors.iter().await.map_err(ss)?;
@@ -600,7 +609,8 @@ where
                 }
             }
         }
-        self.state = State { recovered: true, floor: found.floor, newest: found.newest, skipped: self.state.skipped };
+        self.state =
+            State { recovered: true, floor: found.floor, newest: found.newest, skipped: self.state.skipped };
         self.recovery = found;
         let above_newest = found.newest.map_or(0, |newest| newest.saturating_add(1));
         Ok(Recovered { batches: found.batches, items: found.items, seq_floor: found.floor.max(above_newest) })
@@ -642,7 +652,9 @@ where
                 Ok((seq, _)) if after.is_some_and(|after| seq <= after) => {}
                 Ok(_) => match codec.decode(&entry, out) {
                     Ok(seq) => return Ok(Some(seq)),
-                    Err(too_many @ Corrupt::TooManyItems { .. }) => return Err(StoreError::Corrupt(too_many)),
+                    Err(too_many @ Corrupt::TooManyItems { .. }) => {
+                        return Err(StoreError::Corrupt(too_many));
+                    }
                     Err(_) => state.skipped += 1,
                 },
                 Err(_) => state.skipped += 1,

@@ -55,10 +55,10 @@ pub use batch_core::{
     Config, ConfigError, Count, Duration as CoreDuration, FlushCounts, Metrics, Overflow, PushError, Trigger,
 };
 pub use batcher::{Batcher, ShutdownReport};
-pub use handler::{BatchInfo, Handler, WithDeadLetter};
-pub use runner::Runner;
 #[cfg(feature = "flash-store")]
 pub use flash_store::{FlashError, FlashLayout, FlashStore};
+pub use handler::{BatchInfo, Handler, WithDeadLetter};
+pub use runner::Runner;
 
 /// A core [`Config`] duration from milliseconds, for `const` configurations.
 ///
