@@ -49,6 +49,8 @@
 
 mod builder;
 mod deadline;
+#[cfg(feature = "disk-store")]
+pub mod disk_store;
 mod handle;
 pub mod handler;
 mod shared;
@@ -57,6 +59,8 @@ mod worker;
 
 pub use batch_core::{ConfigError, FlushCounts, Metrics, Overflow, PushError, Trigger};
 pub use builder::{BuildError, Builder};
+#[cfg(feature = "disk-store")]
+pub use disk_store::{DiskStore, DiskStoreError};
 pub use handle::{Batcher, Rejected, WeakBatcher};
 pub use shutdown::{Abandoned, SHUTDOWN_GRACE, ShutdownReport};
 pub use worker::Worker;
