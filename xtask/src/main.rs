@@ -147,6 +147,7 @@ fn test() -> Result {
             "warnings",
         ]))
     });
+    disk_store_steps(&mut t, &root);
     t.step("cargo doc (warnings denied)", |_| {
         util::run(cargo(&root).env("RUSTDOCFLAGS", "-D warnings").args([
             "doc",
@@ -193,6 +194,48 @@ fn test() -> Result {
     firmware_steps(&mut t);
     t.step("board examples (STM32F411, ESP32-C3)", |_| boards::boards());
     finish(&t)
+}
+
+/// batch-tokio's `DiskStore`: its tests (the process-kill crash test among them) and clippy with
+/// the `disk-store` feature, and clippy on the store measurement binary.
+fn disk_store_steps(t: &mut Tally, root: &std::path::Path) {
+    t.step("batch-tokio with the disk-store feature: tests (crash test included) and clippy", |t| {
+        t.cargo_test(cargo(root).args([
+            "test",
+            "-p",
+            "batch-tokio",
+            "--locked",
+            "--features",
+            "disk-store",
+        ]))?;
+        util::run(cargo(root).args([
+            "clippy",
+            "-p",
+            "batch-tokio",
+            "--all-targets",
+            "--locked",
+            "--features",
+            "disk-store",
+            "--",
+            "-D",
+            "warnings",
+        ]))?;
+        // The disk store measurement (docs/bench/stores.md) builds and passes clippy; it is run
+        // by hand: `cargo run --release -p batch-bench --features stores --bin stores`.
+        util::run(cargo(root).args([
+            "clippy",
+            "-p",
+            "batch-bench",
+            "--bin",
+            "stores",
+            "--locked",
+            "--features",
+            "stores",
+            "--",
+            "-D",
+            "warnings",
+        ]))
+    });
 }
 
 /// batch-core and batch-embassy build for every MCU target, with and without their features.
