@@ -13,7 +13,9 @@
 //!   header with magic, format version, your item type's tag, seq and item count, the items in
 //!   postcard, and a CRC-32. Appends go to the back, removals pop (normally) the front.
 //! - **floors** (two pages or more): the persisted sequence-number floor, as records of the same
-//!   codec with no items whose seq field is the floor. The newest record is written before the
+//!   format with no items, under the complement of your tag (`!tag`, so that a floor record is
+//!   never taken for a batch, nor a batch for a floor, even if a page lands in the wrong range),
+//!   whose seq field is the floor. The newest record is written before the
 //!   older ones are popped, so a valid floor record is on flash at every instant, and recovery
 //!   takes the highest valid one.
 //!
@@ -467,9 +469,14 @@ fn check<T: DeserializeOwned>(codec: Codec, bytes: &[u8]) -> Result<(u64, u32), 
     Ok((seq, count.0))
 }
 
+/// The codec of floor records: the batches' tag, complemented.
+fn floor_codec(codec: Codec) -> Codec {
+    Codec::new(!codec.tag())
+}
+
 /// A floor record's floor.
 fn floor_of<T: DeserializeOwned>(codec: Codec, bytes: &[u8]) -> Option<u64> {
-    codec.decode::<T, _>(bytes, &mut NoItems).ok()
+    floor_codec(codec).decode::<T, _>(bytes, &mut NoItems).ok()
 }
 
 /// An upper bound on the items a range can hold: every loop over a queue stops there.
@@ -533,12 +540,15 @@ where
         let mut floors = QueueStorage::new(queue.flash(), config, NoCache::new_uncached());
         // Leftovers of a cut between a write and its pops (never the highest floor).
         prune_floors::<T, _>(&mut floors, codec, &mut buf.0, state.floor).await?;
-        let len = codec.encode::<T>(new, &[], &mut buf.0[..Self::USABLE]).map_err(encode_error)?.len();
+        let len =
+            floor_codec(codec).encode::<T>(new, &[], &mut buf.0[..Self::USABLE]).map_err(encode_error)?.len();
         match floors.push(&buf.0[..len], false).await {
             Err(sequential_storage::Error::FullStorage) => {
                 walk(&mut floors, &mut buf.0).await?;
-                let len =
-                    codec.encode::<T>(new, &[], &mut buf.0[..Self::USABLE]).map_err(encode_error)?.len();
+                let len = floor_codec(codec)
+                    .encode::<T>(new, &[], &mut buf.0[..Self::USABLE])
+                    .map_err(encode_error)?
+                    .len();
                 floors.push(&buf.0[..len], false).await.map_err(ss)?;
             }
             other => other.map_err(ss)?,

@@ -148,6 +148,7 @@ fn test() -> Result {
         ]))
     });
     disk_store_steps(&mut t, &root);
+    flash_store_steps(&mut t, &root);
     t.step("cargo doc (warnings denied)", |_| {
         util::run(cargo(&root).env("RUSTDOCFLAGS", "-D warnings").args([
             "doc",
@@ -238,6 +239,33 @@ fn disk_store_steps(t: &mut Tally, root: &std::path::Path) {
     });
 }
 
+/// The flash store of batch-embassy: host tests (power cut at every write and erase, fuzzed
+/// recovery) and clippy with the feature.
+fn flash_store_steps(t: &mut Tally, root: &std::path::Path) {
+    t.step("batch-embassy with the flash-store feature: tests (power cuts, fuzzing) and clippy", |t| {
+        t.cargo_test(cargo(root).args([
+            "test",
+            "-p",
+            "batch-embassy",
+            "--locked",
+            "--features",
+            "flash-store",
+        ]))?;
+        util::run(cargo(root).args([
+            "clippy",
+            "-p",
+            "batch-embassy",
+            "--all-targets",
+            "--locked",
+            "--features",
+            "flash-store",
+            "--",
+            "-D",
+            "warnings",
+        ]))
+    });
+}
+
 /// batch-core and batch-embassy build for every MCU target, with and without their features.
 fn mcu_steps(t: &mut Tally, root: &std::path::Path) {
     for target in MCU_TARGETS {
@@ -256,7 +284,7 @@ fn mcu_steps(t: &mut Tally, root: &std::path::Path) {
     }
     t.step("batch-embassy for MCU targets", |_| {
         for target in MCU_TARGETS {
-            for features in [None, Some("defmt")] {
+            for features in [None, Some("defmt"), Some("flash-store"), Some("flash-store,defmt")] {
                 let mut cmd = cargo(root);
                 cmd.args(["build", "-p", "batch-embassy", "--locked", "--target", target]);
                 if let Some(f) = features {
