@@ -446,6 +446,9 @@ impl Db {
             OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )
         .map_err(sql)?;
+        // A file held by another owner is refused after a short wait (rusqlite's default is 5 s),
+        // long enough for a store just dropped without `close` to let go of it.
+        conn.busy_timeout(std::time::Duration::from_millis(100)).map_err(sql)?;
         // Exclusive locking: one owner, and the WAL index lives in memory (no `-shm` file).
         conn.pragma_update(None, "locking_mode", "EXCLUSIVE").map_err(sql)?;
         let app: i32 = conn.pragma_query_value(None, "application_id", |r| r.get(0)).map_err(sql)?;

@@ -128,6 +128,37 @@ async fn round_trip_in_seq_order() {
     store.close().await;
 }
 
+/// On a single-thread runtime another task keeps running while the store's I/O is under way:
+/// the futures only wait for the store's thread.
+#[tokio::test(flavor = "current_thread")]
+async fn the_runtime_thread_is_free_during_disk_io() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let dir = TempDir::new("no-block");
+    let ticks = Arc::new(AtomicU64::new(0));
+    let ticker = tokio::spawn({
+        let ticks = ticks.clone();
+        async move {
+            loop {
+                ticks.fetch_add(1, Ordering::Relaxed);
+                tokio::task::yield_now().await;
+            }
+        }
+    });
+    let mut store = open(&dir.file()).await;
+    store.recover().await.unwrap();
+    for seq in 0..20 {
+        let before = ticks.load(Ordering::Relaxed);
+        store.append(seq, &batch(seq)).await.unwrap();
+        let mut out = Vec::with_capacity(64);
+        store.read_after(None, &mut out).await.unwrap();
+        store.remove(seq).await.unwrap();
+        assert!(ticks.load(Ordering::Relaxed) > before, "the runtime thread was blocked by the store");
+    }
+    ticker.abort();
+    store.close().await;
+}
+
 #[tokio::test]
 async fn removes_the_oldest_and_a_middle_one() {
     let dir = TempDir::new("remove");
@@ -209,9 +240,24 @@ async fn one_owner_at_a_time() {
     let second = DiskStore::<Reading>::open(dir.file(), TAG).await;
     assert!(matches!(second, Err(DiskStoreError::InUse(_))), "{second:?}");
     store.close().await;
+    // Reopened (nothing written yet): still one owner.
     let mut again = open(&dir.file()).await;
     again.recover().await.unwrap();
+    let second = DiskStore::<Reading>::open(dir.file(), TAG).await;
+    assert!(matches!(second, Err(DiskStoreError::InUse(_))), "{second:?}");
     again.close().await;
+    // Dropped without `close`: the thread closes the file soon after.
+    drop(open(&dir.file()).await);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        match DiskStore::<Reading>::open(dir.file(), TAG).await {
+            Ok(store) => break store.close().await,
+            Err(DiskStoreError::InUse(_)) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
 }
 
 /// Overwrites every occurrence of `find` in the file with `with` (same length).

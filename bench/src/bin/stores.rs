@@ -14,8 +14,11 @@
 //!   middle of appending (redb then repairs the file, SQLite rolls back its journal or replays
 //!   its WAL, fjall replays its journal).
 //!
-//! Repetitions are interleaved: each round runs every candidate once per phase, in an order that
-//! rotates from round to round. The figures are medians with the range over rounds.
+//! Repetitions are interleaved: in the append and steady phases all candidates are open at once
+//! and take turns every 10 operations (in an order that rotates), so a drift in the disk's
+//! `fsync` latency hits all of them alike; the recovery phases run each candidate once per round,
+//! in an order that rotates from round to round. The figures are medians with the range over
+//! rounds.
 //!
 //! `cargo run --release -p batch-bench --features stores --bin stores -- [--rounds R] [--appends N]
 //! [--cycles N] [--recover N] [--dir PATH]` (the directory must be on the disk to measure; the
@@ -406,43 +409,67 @@ fn fresh(dir: &Path, kind: Kind, what: &str) -> PathBuf {
     d
 }
 
-/// Appends `n` batches to an empty store, one durable transaction each: batches/s.
-fn phase_append(kind: Kind, o: &Opts, codec: Codec) -> f64 {
-    let d = fresh(&o.dir, kind, "append");
+/// Operations per candidate before the next candidate's turn: the disk's `fsync` latency drifts
+/// (a shared virtual disk), so the candidates take turns in short chunks and see the same drift.
+const CHUNK: u64 = 10;
+
+/// Appends `o.appends` batches to an empty store of every candidate, one durable transaction
+/// each, the candidates taking turns every `CHUNK` appends: batches/s per candidate.
+fn phase_append(o: &Opts, codec: Codec, round: usize) -> Vec<f64> {
     let mut buf = vec![0u8; 8192];
     let recs: Vec<Vec<u8>> = (1..=o.appends).map(|s| record(codec, s, &mut buf)).collect();
-    let mut db = open(kind, &d);
-    let t = Instant::now();
-    for (i, r) in recs.iter().enumerate() {
-        db.append(i as u64 + 1, r);
+    let dirs: Vec<PathBuf> = KINDS.iter().map(|k| fresh(&o.dir, *k, "append")).collect();
+    let mut dbs: Vec<Box<dyn Db>> = KINDS.iter().zip(&dirs).map(|(k, d)| open(*k, d)).collect();
+    let mut spent = vec![Duration::ZERO; KINDS.len()];
+    for (c, first) in (1..=o.appends).step_by(CHUNK as usize).enumerate() {
+        let last = (first + CHUNK - 1).min(o.appends);
+        for i in (0..KINDS.len()).map(|i| (i + c + round) % KINDS.len()) {
+            let t = Instant::now();
+            for seq in first..=last {
+                dbs[i].append(seq, &recs[seq as usize - 1]);
+            }
+            spent[i] += t.elapsed();
+        }
     }
-    let rate = o.appends as f64 / t.elapsed().as_secs_f64();
-    drop(db);
-    let _ = std::fs::remove_dir_all(&d);
-    rate
+    drop(dbs);
+    for d in dirs {
+        let _ = std::fs::remove_dir_all(d);
+    }
+    spent.iter().map(|t| o.appends as f64 / t.as_secs_f64()).collect()
 }
 
-/// A backlog of 100 batches; each cycle appends one, reads and decodes the oldest and removes it.
-fn phase_steady(kind: Kind, o: &Opts, codec: Codec) -> f64 {
-    let d = fresh(&o.dir, kind, "steady");
+/// A backlog of 100 batches; each cycle appends one, reads and decodes the oldest and removes it
+/// (two durable transactions). Candidates take turns every `CHUNK` cycles: cycles/s per candidate.
+fn phase_steady(o: &Opts, codec: Codec, round: usize) -> Vec<f64> {
     let mut buf = vec![0u8; 8192];
     let total = BACKLOG + o.cycles;
     let recs: Vec<Vec<u8>> = (1..=total).map(|s| record(codec, s, &mut buf)).collect();
-    let mut db = open(kind, &d);
-    db.fill(&mut (1..=BACKLOG).map(|s| (s, recs[s as usize - 1].clone())));
-    let mut items = Vec::with_capacity(ITEMS);
-    let t = Instant::now();
-    for (seq, expect_oldest) in (BACKLOG + 1..=total).zip(1u64..) {
-        db.append(seq, &recs[seq as usize - 1]);
-        let (oldest, bytes) = db.oldest().unwrap();
-        assert_eq!(oldest, expect_oldest);
-        check(codec, oldest, &bytes, &mut items);
-        db.remove(oldest);
+    let dirs: Vec<PathBuf> = KINDS.iter().map(|k| fresh(&o.dir, *k, "steady")).collect();
+    let mut dbs: Vec<Box<dyn Db>> = KINDS.iter().zip(&dirs).map(|(k, d)| open(*k, d)).collect();
+    for db in &mut dbs {
+        db.fill(&mut (1..=BACKLOG).map(|s| (s, recs[s as usize - 1].clone())));
     }
-    let rate = o.cycles as f64 / t.elapsed().as_secs_f64();
-    drop(db);
-    let _ = std::fs::remove_dir_all(&d);
-    rate
+    let mut items = Vec::with_capacity(ITEMS);
+    let mut spent = vec![Duration::ZERO; KINDS.len()];
+    for (c, first) in (BACKLOG + 1..=total).step_by(CHUNK as usize).enumerate() {
+        let last = (first + CHUNK - 1).min(total);
+        for i in (0..KINDS.len()).map(|i| (i + c + round) % KINDS.len()) {
+            let t = Instant::now();
+            for seq in first..=last {
+                dbs[i].append(seq, &recs[seq as usize - 1]);
+                let (oldest, bytes) = dbs[i].oldest().unwrap();
+                assert_eq!(oldest, seq - BACKLOG);
+                check(codec, oldest, &bytes, &mut items);
+                dbs[i].remove(oldest);
+            }
+            spent[i] += t.elapsed();
+        }
+    }
+    drop(dbs);
+    for d in dirs {
+        let _ = std::fs::remove_dir_all(d);
+    }
+    spent.iter().map(|t| o.cycles as f64 / t.as_secs_f64()).collect()
 }
 
 /// Fills a store with `n` batches in transactions of 1,000.
@@ -509,13 +536,23 @@ fn child(kind: &str, dir: &str, n: &str) {
     }
 }
 
-/// Raw `write` + `fdatasync` of 4 KiB at the end of a file: the disk's ceiling for durable commits.
-fn fsync_ceiling(dir: &Path, n: u32) -> f64 {
+/// Raw 4 KiB `write` + `fdatasync`, appending to a file (its size changes at every sync) or in
+/// place in a preallocated file: the disk's ceiling for durable commits.
+fn fsync_ceiling(dir: &Path, n: u32, in_place: bool) -> f64 {
+    use std::io::{Seek, SeekFrom};
     let p = dir.join("fsync-probe");
-    let mut f = std::fs::File::create(&p).unwrap();
+    let mut f =
+        std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(true).open(&p).unwrap();
     let block = [0x5au8; 4096];
+    if in_place {
+        f.set_len(u64::from(n) * 4096).unwrap();
+        f.sync_all().unwrap();
+    }
     let t = Instant::now();
-    for _ in 0..n {
+    for i in 0..n {
+        if in_place {
+            f.seek(SeekFrom::Start(u64::from(i) * 4096)).unwrap();
+        }
         f.write_all(&block).unwrap();
         f.sync_data().unwrap();
     }
@@ -579,13 +616,15 @@ fn main() {
     let mut clean = vec![Vec::new(); n];
     let mut killed = vec![Vec::new(); n];
     let mut ceiling = Vec::new();
+    let mut ceiling_in_place = Vec::new();
     for round in 0..o.rounds {
-        ceiling.push(fsync_ceiling(&o.dir, 300));
-        for i in (0..n).map(|i| (i + round) % n) {
-            append[i].push(phase_append(KINDS[i], &o, codec));
+        ceiling.push(fsync_ceiling(&o.dir, 200, false));
+        ceiling_in_place.push(fsync_ceiling(&o.dir, 200, true));
+        for (i, rate) in phase_append(&o, codec, round).into_iter().enumerate() {
+            append[i].push(rate);
         }
-        for i in (0..n).map(|i| (i + round) % n) {
-            steady[i].push(phase_steady(KINDS[i], &o, codec));
+        for (i, rate) in phase_steady(&o, codec, round).into_iter().enumerate() {
+            steady[i].push(rate);
         }
         for i in (0..n).map(|i| (i + round) % n) {
             clean[i].push(phase_recover_clean(KINDS[i], &o, codec).as_secs_f64() * 1e3);
@@ -597,7 +636,11 @@ fn main() {
     }
     let _ = std::fs::remove_dir_all(&o.dir);
 
-    println!("\nraw write(4 KiB) + fdatasync ceiling: {}", summary(&ceiling, "/s"));
+    println!("\nraw 4 KiB write + fdatasync, appending to a file: {}", summary(&ceiling, "/s"));
+    println!(
+        "raw 4 KiB write + fdatasync, in place (preallocated file): {}",
+        summary(&ceiling_in_place, "/s")
+    );
     println!(
         "\n| candidate | append, batches/s | steady (append + read + remove), cycles/s | recover {} (clean), ms | recover {} (after SIGKILL), ms |",
         o.recover, o.recover
