@@ -8,9 +8,10 @@ pub(crate) const HELP: &str = "\
 gateway: an IoT gateway built on batch-tokio.
 
 Simulated sensors produce temperature readings; a batcher collects them and delivers them in
-batches, either into a SQLite database (default) or by HTTP POST to a local collector (--http).
-At the end it prints a summary, compares against unbatched delivery and checks its own
-accounting (exit code 1 when a check fails).
+batches: into a SQLite database (default), by HTTP POST to a local collector (--http), or as
+MQTT publishes to a Mosquitto broker the demo starts itself (--mqtt). At the end it prints a
+summary, compares against unbatched delivery and checks its own accounting (exit code 1 when a
+check fails).
 
 USAGE:
     gateway [OPTIONS]
@@ -21,12 +22,17 @@ OPTIONS:
                          sink takes them (backpressure)                      [default: 2000]
     --seconds S          how long the sensors run (fractions allowed)        [default: 5]
     --http               deliver by HTTP POST to a local collector instead of SQLite
+    --mqtt               publish each batch with QoS 1 to a private Mosquitto broker (started
+                         on a free 127.0.0.1 port; needs `mosquitto` installed); a batch is
+                         delivered when its PUBACK arrives, and a subscriber checks what arrived
     --db PATH            SQLite file, recreated each run                     [default: gateway.db]
     --fail-rate P        share of delivery attempts that fail on purpose: HTTP 503s, or
                          SQLite transactions rolled back half-way  [default: 0.1 with --http, else 0]
-    --outage-ms MS       with --http: the collector answers 503 to everything for MS ms
-                         half-way through the run, so some batches exhaust their
-                         retries and are dead-lettered (0 = no outage)       [default: 300]
+    --outage-ms MS       half-way through the run, for MS ms (0 = no outage):
+                         --http: the collector answers 503 to everything, so some batches
+                         exhaust their retries and are dead-lettered          [default: 300]
+                         --mqtt: the broker is stopped and restarted; the batcher pauses,
+                         holds the backlog in RAM and drains it after the reconnect [default: 3000]
     --dead-letters PATH  also append dead-lettered readings to PATH as JSON lines
     --seed N             seed for injected failures and retry jitter         [default: 42]
     -h, --help           print this help
@@ -37,6 +43,7 @@ Log verbosity: RUST_LOG (e.g. RUST_LOG=batch_tokio=warn to see every failed atte
 EXAMPLES:
     cargo run --release -p gateway --bin gateway
     cargo run --release -p gateway --bin gateway -- --http
+    cargo run --release -p gateway --bin gateway -- --mqtt
     cargo run --release -p gateway --bin gateway -- --seconds 1 --rate 500
 ";
 
@@ -47,6 +54,8 @@ pub(crate) enum Mode {
     Sqlite,
     /// One HTTP POST per batch to the local collector.
     Http,
+    /// One MQTT QoS 1 publish per batch to a private Mosquitto broker.
+    Mqtt,
 }
 
 /// The parsed options.
@@ -64,7 +73,7 @@ pub(crate) struct Options {
     pub(crate) db: PathBuf,
     /// Share of delivery attempts failed on purpose.
     pub(crate) fail_rate: f64,
-    /// HTTP mode: how long the collector's outage lasts.
+    /// HTTP and MQTT modes: how long the collector's or the broker's outage lasts.
     pub(crate) outage: Duration,
     /// Optional JSON-lines file for dead letters.
     pub(crate) dead_letters: Option<PathBuf>,
@@ -105,7 +114,8 @@ pub(crate) fn parse(args: impl IntoIterator<Item = String>) -> Result<Parsed, St
     let mut mode = Mode::Sqlite;
     let mut db = PathBuf::from("gateway.db");
     let mut fail_rate: Option<f64> = None;
-    let mut outage_ms = 300u64;
+    let mut outage_ms: Option<u64> = None;
+    let mut modes = Vec::new();
     let mut dead_letters = None;
     let mut seed = 42u64;
 
@@ -121,19 +131,26 @@ pub(crate) fn parse(args: impl IntoIterator<Item = String>) -> Result<Parsed, St
         };
         match flag.as_str() {
             "-h" | "--help" => return Ok(Parsed::Help),
-            "--http" => mode = Mode::Http,
+            "--http" => modes.push(Mode::Http),
+            "--mqtt" => modes.push(Mode::Mqtt),
             "--sensors" => sensors = number(&flag, &value(&flag)?)?,
             "--rate" => rate = number(&flag, &value(&flag)?)?,
             "--seconds" => seconds = number(&flag, &value(&flag)?)?,
             "--db" => db = PathBuf::from(value(&flag)?),
             "--fail-rate" => fail_rate = Some(number(&flag, &value(&flag)?)?),
-            "--outage-ms" => outage_ms = number(&flag, &value(&flag)?)?,
+            "--outage-ms" => outage_ms = Some(number(&flag, &value(&flag)?)?),
             "--dead-letters" => dead_letters = Some(PathBuf::from(value(&flag)?)),
             "--seed" => seed = number(&flag, &value(&flag)?)?,
             other => return Err(format!("unknown argument {other:?} (see --help)")),
         }
     }
 
+    modes.dedup();
+    match modes[..] {
+        [] => {}
+        [m] => mode = m,
+        _ => return Err("--http and --mqtt are alternatives: give one".to_owned()),
+    }
     if !(1..=10_000).contains(&sensors) {
         return Err(format!("--sensors must be 1..=10000, got {sensors}"));
     }
@@ -144,6 +161,10 @@ pub(crate) fn parse(args: impl IntoIterator<Item = String>) -> Result<Parsed, St
     if !(0.0..=1.0).contains(&fail_rate) {
         return Err(format!("--fail-rate must be in [0, 1], got {fail_rate}"));
     }
+    if mode == Mode::Mqtt && fail_rate > 0.0 {
+        return Err("--fail-rate does not apply to --mqtt: its failures are the broker's outage".to_owned());
+    }
+    let outage_ms = outage_ms.unwrap_or(if mode == Mode::Mqtt { 3000 } else { 300 });
     Ok(Parsed::Run(Options {
         sensors,
         rate,
@@ -187,6 +208,18 @@ mod tests {
         assert!((o.fail_rate - 0.1).abs() < f64::EPSILON);
         assert_eq!(o.readings_per_sensor(), Some(500));
         assert_eq!(o.sensors, 2);
+    }
+
+    #[test]
+    fn mqtt_mode_and_its_outage_default() {
+        let o = run(&["--mqtt"]);
+        assert_eq!(o.mode, Mode::Mqtt);
+        assert_eq!(o.outage, Duration::from_secs(3));
+        assert!(o.fail_rate.abs() < f64::EPSILON);
+        assert_eq!(run(&["--mqtt", "--outage-ms", "400"]).outage, Duration::from_millis(400));
+        assert_eq!(run(&["--http"]).outage, Duration::from_millis(300));
+        assert!(parse(["--mqtt".to_owned(), "--http".to_owned()]).is_err());
+        assert!(parse(["--mqtt".to_owned(), "--fail-rate=0.1".to_owned()]).is_err());
     }
 
     #[test]

@@ -5,7 +5,10 @@
 //!
 //! - default mode: into a SQLite database, one transaction per batch ([`sink_sqlite`]);
 //! - `--http`: by JSON POST to a local axum collector that fails a share of requests with 503
-//!   ([`sink_http`], [`collector`]).
+//!   ([`sink_http`], [`collector`]);
+//! - `--mqtt`: by QoS 1 publish to a Mosquitto broker the demo starts and, half-way, stops for a
+//!   few seconds; a subscriber checks what arrived ([`mqtt`], [`sink_mqtt`], [`broker`],
+//!   [`subscriber`]).
 //!
 //! At the end it prints a summary (counts, throughput, latency percentiles, batches by trigger),
 //! compares against unbatched delivery, and verifies its own accounting ([`check`]); the exit
@@ -14,20 +17,27 @@
 //! ```text
 //! cargo run --release -p gateway --bin gateway
 //! cargo run --release -p gateway --bin gateway -- --http
+//! cargo run --release -p gateway --bin gateway -- --mqtt
 //! cargo run --release -p gateway --bin gateway -- --help
 //! ```
 
 mod args;
+mod arrivals;
+mod broker;
 mod check;
 mod collector;
 mod dead_letters;
+mod mqtt;
 mod progress;
 mod report;
 mod rng;
 mod sensors;
 mod sink_http;
+mod sink_mqtt;
 mod sink_sqlite;
 mod stats;
+mod subscriber;
+mod wire;
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -98,6 +108,23 @@ const HTTP: Settings = Settings {
     retry_max: Duration::from_millis(250),
     jitter_permille: 200,
     attempt_timeout: Some(Duration::from_secs(2)),
+};
+
+/// MQTT: one publish at a time, because with QoS 1 a sensor's readings stay in order only if
+/// batch n+1 waits for batch n's PUBACK (retries included). Attempts run only while connected
+/// (the batcher is paused while the broker is down), so many are allowed; the handler waits
+/// 2 s for a PUBACK and the attempt timeout is a backstop. The capacity is sized for the
+/// outage ([`mqtt::capacity_for`]).
+const MQTT: Settings = Settings {
+    capacity: mqtt::MIN_CAPACITY,
+    max_batch: 500,
+    linger: Duration::from_millis(20),
+    max_in_flight: 1,
+    max_attempts: 10,
+    retry_base: Duration::from_millis(20),
+    retry_max: Duration::from_millis(500),
+    jitter_permille: 200,
+    attempt_timeout: Some(Duration::from_secs(5)),
 };
 
 impl Settings {
@@ -257,6 +284,8 @@ enum Sink {
     Sqlite(Arc<Faults>),
     /// The collector and the time its outage starts, if any.
     Http(Collector, Option<Duration>),
+    /// The broker, subscriber and uplink, and the batcher's capacity.
+    Mqtt(Box<mqtt::MqttRun>, usize),
 }
 
 /// Runs the demo; `Ok(false)` when a self-check failed.
@@ -285,6 +314,14 @@ async fn run(opts: Options) -> Result<bool, BoxError> {
             let batcher = HTTP.spawn(&opts, &dead, handler)?;
             let text = format!("HTTP POST {} (local axum collector)", collector.url());
             (batcher, Sink::Http(collector, outage_at), text, HTTP.describe())
+        }
+        Mode::Mqtt => {
+            let settings = Settings { capacity: mqtt::capacity_for(&opts, MQTT.max_batch), ..MQTT };
+            let (setup, handler) = mqtt::Setup::start(Arc::clone(&stats)).await?;
+            let batcher = settings.spawn(&opts, &dead, handler)?;
+            let run = setup.connect(&batcher, &opts, start).await?;
+            let text = run.sink_text();
+            (batcher, Sink::Mqtt(Box::new(run), settings.capacity), text, settings.describe())
         }
     };
 
@@ -339,6 +376,7 @@ async fn run(opts: Options) -> Result<bool, BoxError> {
     let cap = BASELINE_CAP.min(metrics.delivered);
     let skip_baseline = cap == 0 || aborted.load(Ordering::Relaxed);
     let mut extra = Vec::new();
+    let mut more_checks = Vec::new();
     let (baseline, contents) = match sink {
         Sink::Sqlite(faults) => {
             if faults.injected() > 0 {
@@ -405,6 +443,21 @@ async fn run(opts: Options) -> Result<bool, BoxError> {
             };
             (baseline, contents)
         }
+        Sink::Mqtt(run, capacity) => {
+            let finished = run
+                .finish(&mqtt::Outcome {
+                    opts: &opts,
+                    metrics: &metrics,
+                    sensors: &reports,
+                    capacity,
+                    max_batch: MQTT.max_batch,
+                    baseline_cap: (!skip_baseline).then_some(cap),
+                })
+                .await?;
+            extra.extend(finished.extra);
+            more_checks = finished.checks;
+            (finished.baseline, finished.contents)
+        }
     };
     if let Some(error) = dead.last_error() {
         extra.push(("last dead-letter error".to_owned(), error));
@@ -416,7 +469,7 @@ async fn run(opts: Options) -> Result<bool, BoxError> {
     // Verify, then print.
     let dead_keys = dead.keys();
     let stats = stats.snapshot();
-    let checks = check::run(&check::Evidence {
+    let mut checks = check::run(&check::Evidence {
         sensors: &reports,
         metrics: &metrics,
         dead: &dead_keys,
@@ -425,6 +478,7 @@ async fn run(opts: Options) -> Result<bool, BoxError> {
         latencies: stats.recorded,
         sink: &contents,
     });
+    checks.extend(more_checks);
     let summary = Summary {
         sink: sink_text,
         settings,

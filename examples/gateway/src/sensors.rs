@@ -62,6 +62,8 @@ pub(crate) struct SensorReport {
     pub(crate) produced: u64,
     /// Sequence numbers the batcher refused (it was closed).
     pub(crate) refused: Vec<u64>,
+    /// Readings that found the buffer full and waited for room (backpressure).
+    pub(crate) waited: u64,
 }
 
 /// Starts `opts.sensors` sensor tasks. They stop after `opts.duration`, or early when `stop`
@@ -103,7 +105,7 @@ struct Sensor {
 
 impl Sensor {
     async fn run(mut self) -> SensorReport {
-        let mut report = SensorReport { sensor: self.id, produced: 0, refused: Vec::new() };
+        let mut report = SensorReport { sensor: self.id, produced: 0, refused: Vec::new(), waited: 0 };
         let start = Instant::now();
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -157,7 +159,17 @@ impl Sensor {
         report.produced += 1;
         self.produced.fetch_add(1, Ordering::Relaxed);
         // Waits while the buffer is full (backpressure); fails only once the batcher is closed.
-        if let Err(refused) = self.batcher.add(reading).await {
+        // An add that is not done at its first poll found the buffer full: counted as a wait.
+        let mut add = std::pin::pin!(self.batcher.add(reading));
+        let mut waited = false;
+        let added = std::future::poll_fn(|cx| {
+            let poll = add.as_mut().poll(cx);
+            waited |= poll.is_pending();
+            poll
+        })
+        .await;
+        report.waited += u64::from(waited);
+        if let Err(refused) = added {
             report.refused.push(refused.into_inner().seq);
         }
     }

@@ -47,7 +47,9 @@ fn http_mode_passes_its_self_check_with_retries_and_dead_letters() {
 fn help_and_bad_arguments() {
     let help = Command::new(env!("CARGO_BIN_EXE_gateway")).arg("--help").output().unwrap();
     assert!(help.status.success());
-    assert!(String::from_utf8_lossy(&help.stdout).contains("--fail-rate"));
+    let help = String::from_utf8_lossy(&help.stdout);
+    assert!(help.contains("--fail-rate"), "{help}");
+    assert!(help.contains("--mqtt"), "{help}");
     let bad = Command::new(env!("CARGO_BIN_EXE_gateway")).arg("--nope").output().unwrap();
     assert_eq!(bad.status.code(), Some(2));
 }
