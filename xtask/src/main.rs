@@ -1,7 +1,7 @@
 //! `cargo xtask <command>`: set-up and test orchestration for the workspace.
 //!
 //! - `test`: everything CI checks, installing what a fresh machine lacks (rustup targets, QEMU,
-//!   defmt-print). Ends with a `tests: N passed, M failed` line.
+//!   defmt-print, Mosquitto). Ends with a `tests: N passed, M failed` line.
 //! - `qemu [--arch NAME | --all] [--broken]`: build and run the QEMU firmware (thumbv7em,
 //!   thumbv6m, riscv32imc), decoding its defmt logs.
 //! - `boards`: build the STM32F411 and ESP32-C3 examples.
@@ -51,7 +51,7 @@ fn main() -> ExitCode {
 const HELP: &str = "usage: cargo xtask <command>
 
 commands:
-  test      every check CI runs (installs missing rustup targets, QEMU, defmt-print)
+  test      every check CI runs (installs missing rustup targets, QEMU, defmt-print, Mosquitto)
   qemu      build and run the QEMU firmware on mps2-an386 (thumbv7em); --arch thumbv6m|riscv32imc
             for another machine, --all for all three; --broken for the variant that must fail
   boards    build the STM32F411 and ESP32-C3 examples
@@ -158,8 +158,14 @@ fn test() -> Result {
         ]))
     });
     mcu_steps(&mut t, &root);
-    for (mode, extra) in [("SQLite", &[][..]), ("HTTP", &["--http"][..])] {
+    // MQTT: the demo starts its own Mosquitto on a free loopback port and stops it for 400 ms
+    // half-way; the package is installed if missing.
+    let mqtt = &["--mqtt", "--outage-ms", "400"][..];
+    for (mode, extra) in [("SQLite", &[][..]), ("HTTP", &["--http"][..]), ("MQTT (broker outage)", mqtt)] {
         t.step(&format!("gateway demo, {mode} mode (README command, short settings)"), |_| {
+            if extra.contains(&"--mqtt") {
+                util::ensure_installed("mosquitto", "mosquitto")?;
+            }
             let dir = std::env::temp_dir().join(format!("batch-gateway-ci-{}", std::process::id()));
             std::fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
             let db = dir.join("gateway.db");

@@ -25,7 +25,7 @@ use std::process::{Command, Stdio};
 use std::{env, fs};
 
 use crate::size::llvm_tool;
-use crate::util::{Result, cargo, have, output, root, run};
+use crate::util::{Result, apt_install, cargo, have, output, root, run};
 
 /// One QEMU machine and the Rust target whose firmware it runs.
 #[derive(Debug)]
@@ -149,38 +149,6 @@ pub(crate) fn rustup_target(target: &str) -> Result {
         return Ok(());
     }
     run(Command::new("rustup").args(["target", "add", target]))
-}
-
-/// Whether this process runs as root.
-fn is_root() -> bool {
-    output(Command::new("id").arg("-u")).is_ok_and(|uid| uid.trim() == "0")
-}
-
-/// Installs a Debian package, running `apt-get update` first; tries a second time on failure,
-/// which has been seen to clear a transient "pkgProblemResolver ... breaks".
-fn apt_install(package: &str) -> Result {
-    if !have("apt-get") {
-        return Err(format!("{package} is missing and apt-get is not available: install it by hand"));
-    }
-    let script = format!("apt-get update && apt-get install -y --no-install-recommends {package}");
-    let sudo = !is_root() && have("sudo");
-    let attempt = || {
-        let mut cmd = if sudo {
-            let mut cmd = Command::new("sudo");
-            cmd.arg("env");
-            cmd
-        } else {
-            Command::new("env")
-        };
-        cmd.args(["DEBIAN_FRONTEND=noninteractive", "sh", "-c", &script]);
-        run(&mut cmd)
-    };
-    attempt()
-        .or_else(|first| {
-            eprintln!("{first}; trying once more");
-            attempt()
-        })
-        .map_err(|e| format!("could not install {package} with apt-get: {e}"))
 }
 
 /// Installs what running on `machine` needs and is missing: the rustup target, the QEMU program

@@ -76,3 +76,44 @@ pub(crate) fn run_tee(cmd: &mut Command) -> Result<String> {
     let status = child.wait().map_err(|e| format!("waiting for `{}`: {e}", show(cmd)))?;
     if status.success() { Ok(captured) } else { Err(format!("`{}` failed with {status}", show(cmd))) }
 }
+
+/// Whether this process runs as root.
+fn is_root() -> bool {
+    output(Command::new("id").arg("-u")).is_ok_and(|uid| uid.trim() == "0")
+}
+
+/// Installs a Debian package, running `apt-get update` first; tries a second time on failure,
+/// which has been seen to clear a transient "pkgProblemResolver ... breaks".
+pub(crate) fn apt_install(package: &str) -> Result {
+    if !have("apt-get") {
+        return Err(format!("{package} is missing and apt-get is not available: install it by hand"));
+    }
+    let script = format!("apt-get update && apt-get install -y --no-install-recommends {package}");
+    let sudo = !is_root() && have("sudo");
+    let attempt = || {
+        let mut cmd = if sudo {
+            let mut cmd = Command::new("sudo");
+            cmd.arg("env");
+            cmd
+        } else {
+            Command::new("env")
+        };
+        cmd.args(["DEBIAN_FRONTEND=noninteractive", "sh", "-c", &script]);
+        run(&mut cmd)
+    };
+    attempt()
+        .or_else(|first| {
+            eprintln!("{first}; trying once more");
+            attempt()
+        })
+        .map_err(|e| format!("could not install {package} with apt-get: {e}"))
+}
+
+/// Installs the Debian `package` that provides `program` unless `program` is on `PATH` or in
+/// `/usr/sbin` (where Debian puts daemons such as `mosquitto`, off a normal user's `PATH`).
+pub(crate) fn ensure_installed(program: &str, package: &str) -> Result {
+    if have(program) || Path::new("/usr/sbin").join(program).is_file() {
+        return Ok(());
+    }
+    apt_install(package)
+}
