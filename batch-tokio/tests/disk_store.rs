@@ -509,6 +509,96 @@ fn crash_child() {
     });
 }
 
+/// What the parent knows from the children's acknowledgements.
+#[derive(Default)]
+struct Model {
+    /// Batches the store must hold.
+    present: BTreeSet<u64>,
+    highest_acked: Option<u64>,
+    highest_floor: u64,
+    acked_appends: u64,
+    acked_removes: u64,
+}
+
+/// The operations a kill interrupted: started, not acknowledged.
+struct Pending {
+    append: Option<u64>,
+    remove: Option<u64>,
+}
+
+impl Model {
+    /// Takes in a killed child's output.
+    fn told(&mut self, lines: &[String]) -> Pending {
+        let mut pending = Pending { append: None, remove: None };
+        for line in lines {
+            let Some(at) = line.find('@') else { continue };
+            let (op, n) = line[at + 1..].split_once(' ').unwrap();
+            let n: u64 = n.trim().parse().unwrap();
+            match op {
+                "O" => assert!(n >= self.highest_floor && self.highest_acked.is_none_or(|h| n > h)),
+                "a" => {
+                    assert!(self.highest_acked.is_none_or(|h| n > h), "seq {n} handed out again");
+                    pending.append = Some(n);
+                }
+                "A" => {
+                    self.present.insert(n);
+                    self.highest_acked = Some(n);
+                    self.acked_appends += 1;
+                    pending.append = None;
+                }
+                "r" => pending.remove = Some(n),
+                "R" => {
+                    self.present.remove(&n);
+                    self.acked_removes += 1;
+                    pending.remove = None;
+                }
+                "F" => self.highest_floor = self.highest_floor.max(n),
+                _ => panic!("unexpected line {line}"),
+            }
+        }
+        pending
+    }
+
+    /// Checks what the store holds after the kill; it is then the truth for the interrupted
+    /// operations.
+    fn check(&mut self, round: u32, recovered: Recovered, all: &[(u64, Vec<Reading>)], pending: &Pending) {
+        assert_eq!(recovered.batches, all.len() as u64, "round {round}");
+        let held: BTreeSet<u64> = all.iter().map(|(s, _)| *s).collect();
+        assert!(seqs(all).windows(2).all(|w| w[0] < w[1]), "round {round}: out of order");
+        for (seq, items) in all {
+            assert_eq!(items, &batch(*seq), "round {round}: batch {seq} is not what was appended");
+        }
+        let lost: Vec<u64> = self
+            .present
+            .iter()
+            .filter(|s| !held.contains(s) && Some(**s) != pending.remove)
+            .copied()
+            .collect();
+        assert!(lost.is_empty(), "round {round}: acknowledged batches lost: {lost:?}");
+        let invented: Vec<u64> = held
+            .iter()
+            .filter(|s| !self.present.contains(s) && Some(**s) != pending.append)
+            .copied()
+            .collect();
+        assert!(
+            invented.is_empty(),
+            "round {round}: batches never appended or removed for good: {invented:?}"
+        );
+        assert!(recovered.seq_floor >= self.highest_floor, "round {round}: floor went back");
+        if let Some(h) = self.highest_acked.max(held.last().copied()) {
+            assert!(
+                recovered.seq_floor > h,
+                "round {round}: floor {} not above seq {h}",
+                recovered.seq_floor
+            );
+        }
+        if let Some(s) = pending.append.filter(|s| held.contains(s)) {
+            self.highest_acked = self.highest_acked.max(Some(s));
+        }
+        self.present = held;
+    }
+}
+
 #[test]
 fn survives_being_killed_at_random_moments() {
     let dir = TempDir::new("crash");
@@ -517,12 +607,7 @@ fn survives_being_killed_at_random_moments() {
     let exe = std::env::current_exe().unwrap();
     let runtime = rt();
     let started = Instant::now();
-
-    let mut present: BTreeSet<u64> = BTreeSet::new(); // what the store must hold
-    let mut highest_acked: Option<u64> = None;
-    let mut highest_floor = 0;
-    let mut acked_appends = 0u64;
-    let mut acked_removes = 0u64;
+    let mut model = Model::default();
     let mut kills = 0;
     for round in 0..KILLS {
         let mut child = Command::new(&exe)
@@ -541,39 +626,8 @@ fn survives_being_killed_at_random_moments() {
         let status = child.wait().unwrap();
         assert!(status.code().is_none(), "round {round}: the child ended before it was killed: {status}");
         kills += 1;
-        let lines = reader.join().unwrap();
+        let pending = model.told(&reader.join().unwrap());
 
-        // What the child was told.
-        let mut pending_append = None;
-        let mut pending_remove = None;
-        for line in &lines {
-            let Some(at) = line.find('@') else { continue };
-            let (op, n) = line[at + 1..].split_once(' ').unwrap();
-            let n: u64 = n.trim().parse().unwrap();
-            match op {
-                "O" => assert!(n >= highest_floor && highest_acked.is_none_or(|h| n > h)),
-                "a" => {
-                    assert!(highest_acked.is_none_or(|h| n > h), "seq {n} handed out again");
-                    pending_append = Some(n);
-                }
-                "A" => {
-                    present.insert(n);
-                    highest_acked = Some(n);
-                    acked_appends += 1;
-                    pending_append = None;
-                }
-                "r" => pending_remove = Some(n),
-                "R" => {
-                    present.remove(&n);
-                    acked_removes += 1;
-                    pending_remove = None;
-                }
-                "F" => highest_floor = highest_floor.max(n),
-                _ => panic!("unexpected line {line}"),
-            }
-        }
-
-        // What the store holds after the kill.
         let (recovered, all, corrupt) = runtime.block_on(async {
             let mut store = open(&path).await;
             let recovered = store.recover().await.unwrap();
@@ -583,39 +637,13 @@ fn survives_being_killed_at_random_moments() {
             (recovered, all, corrupt)
         });
         assert_eq!(corrupt, 0, "round {round}");
-        assert_eq!(recovered.batches, all.len() as u64, "round {round}");
-        let held: BTreeSet<u64> = all.iter().map(|(s, _)| *s).collect();
-        assert!(seqs(&all).windows(2).all(|w| w[0] < w[1]), "round {round}: out of order");
-        for (seq, items) in &all {
-            assert_eq!(items, &batch(*seq), "round {round}: batch {seq} is not what was appended");
-        }
-        let lost: Vec<u64> =
-            present.iter().filter(|s| !held.contains(s) && Some(**s) != pending_remove).copied().collect();
-        assert!(lost.is_empty(), "round {round}: acknowledged batches lost: {lost:?}");
-        let invented: Vec<u64> =
-            held.iter().filter(|s| !present.contains(s) && Some(**s) != pending_append).copied().collect();
-        assert!(
-            invented.is_empty(),
-            "round {round}: batches never appended or removed for good: {invented:?}"
-        );
-        assert!(recovered.seq_floor >= highest_floor, "round {round}: floor went back");
-        if let Some(h) = highest_acked.max(held.last().copied()) {
-            assert!(
-                recovered.seq_floor > h,
-                "round {round}: floor {} not above seq {h}",
-                recovered.seq_floor
-            );
-        }
-        // The store's answer for the operations the kill interrupted is now the truth.
-        if let Some(s) = pending_append.filter(|s| held.contains(s)) {
-            highest_acked = highest_acked.max(Some(s));
-        }
-        present = held;
+        model.check(round, recovered, &all, &pending);
     }
     println!(
-        "disk store crash test: {kills} kills, {acked_appends} batches acknowledged, {acked_removes} removals \
-         acknowledged, lost 0 ({:.1} s)",
+        "disk store crash test: {kills} kills, {} batches acknowledged, {} removals acknowledged, lost 0 ({:.1} s)",
+        model.acked_appends,
+        model.acked_removes,
         started.elapsed().as_secs_f64()
     );
-    assert!(acked_appends >= 100, "too few batches acknowledged to mean much: {acked_appends}");
+    assert!(model.acked_appends >= 100, "too few batches acknowledged to mean much: {}", model.acked_appends);
 }
