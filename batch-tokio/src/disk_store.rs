@@ -17,7 +17,7 @@
 //!   a [`DiskStoreError`] naming what was found. A file that is not a database at all (garbage,
 //!   a truncated header) is refused the same way; nothing panics.
 //! - Each batch is one row, keyed by its seq, holding the record written by
-//!   [`Codec`](batch_core::store::record::Codec) (header with the item type tag and the format
+//!   [`Codec`] (header with the item type tag and the format
 //!   version, postcard items, CRC-32). A record that fails its checks when read (flipped bits,
 //!   a record of another item type) is never delivered: it is moved to a quarantine table (kept
 //!   for inspection, its seq still counted in the floor), logged with `tracing`, and counted in
