@@ -227,6 +227,15 @@ fn disk_store_steps(t: &mut Tally, root: &std::path::Path) {
             "-D",
             "warnings",
         ]))?;
+        util::run(cargo(root).env("RUSTDOCFLAGS", "-D warnings").args([
+            "doc",
+            "-p",
+            "batch-tokio",
+            "--no-deps",
+            "--locked",
+            "--features",
+            "disk-store",
+        ]))?;
         // The disk store measurement (docs/bench/stores.md) builds and passes clippy; it is run
         // by hand: `cargo run --release -p batch-bench --features stores --bin stores`.
         util::run(cargo(root).args([
