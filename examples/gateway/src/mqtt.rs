@@ -7,6 +7,17 @@
 //! paused while the uplink is down, holds the backlog in RAM (its capacity is sized for the
 //! outage at the offered rate), and drains it in order after the reconnect. At the end the
 //! subscriber's ledger must hold every delivered reading once after dedup, in order per sensor.
+//!
+//! # Spilling to a store, later
+//!
+//! batch-tokio's builder cannot take a store yet. When it can, spilling is switched on in
+//! `main.rs`'s `Mode::Mqtt` branch: give the builder a `DiskStore<Reading>` opened in the
+//! broker's temporary directory with spill on overflow, and size the capacity with
+//! [`MIN_CAPACITY`] instead of [`capacity_for`] so that the outage overflows RAM. `Reading`
+//! then needs `Deserialize` (with `accepted` defaulting to `Instant::now()` for readings read
+//! back from the store), and [`held_back_text`] a line for the readings the store held. The
+//! pause/resume in [`sink_mqtt`](crate::sink_mqtt) and the subscriber's checks stay as they are:
+//! stored batches keep their sequence numbers and drain first, in order.
 
 use std::io::{IsTerminal as _, Write as _};
 use std::sync::Arc;
@@ -258,7 +269,7 @@ fn rows(
             "subscriber received".to_owned(),
             format!(
                 "{} readings in {} publishes ({} batches): {} unique, {} duplicates removed\n\
-                     (by (sensor, seq); {} publishes repeated a batch); {} connections ({} lost),\n\
+                     (by (sensor, seq); publishes that repeated a batch: {}); {} connections ({} lost),\n\
                      {} SUBSCRIBEs; caught up {} after the drain",
                 thousands(a.received()),
                 thousands(a.publishes()),

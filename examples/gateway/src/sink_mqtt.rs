@@ -15,9 +15,8 @@
 //! the broker but lost its PUBACK is published again: delivery is at-least-once, and the
 //! consumer deduplicates by `(sensor, seq)` ([`crate::arrivals`]).
 //!
-//! Store and forward plugs in at [`Watcher::connection_lost`]: today the batcher holds the
-//! backlog in RAM while paused; with a store, batches that would overflow RAM spill to it
-//! there, and drain first on resume.
+//! The watcher stays as it is when store and forward arrives: pausing is what makes the
+//! batcher hold (and, with a store, spill) the backlog; see [`crate::mqtt`].
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -405,9 +404,8 @@ impl Watcher {
 
     /// The connection dropped: pause the batcher, then fail every attempt waiting on it.
     ///
-    /// This is where store and forward will plug in: while paused, the batcher holds the
-    /// backlog in RAM (its capacity is sized for the outage); with a store, it would spill what
-    /// does not fit, and drain the store first on resume.
+    /// While paused, the batcher holds the backlog in RAM (its capacity is sized for the
+    /// outage); with spill on overflow it would move what does not fit to its store by itself.
     fn connection_lost(&mut self, error: &str) -> Down {
         let link = self.shared.link().take();
         let batcher = self.batcher.upgrade();
