@@ -83,6 +83,10 @@ fn seqs(all: &[(u64, Vec<Reading>)]) -> Vec<u64> {
     all.iter().map(|(s, _)| *s).collect()
 }
 
+fn send<S: Send>(s: S) -> S {
+    s
+}
+
 #[tokio::test]
 async fn round_trip_in_seq_order() {
     let dir = TempDir::new("round-trip");
@@ -91,6 +95,15 @@ async fn round_trip_in_seq_order() {
     for seq in [3, 7, 8, 120] {
         store.append(seq, &batch(seq)).await.unwrap();
     }
+    // The store and its futures are `Send`: a store can live in a spawned task.
+    let items = batch(1);
+    let mut out = Vec::with_capacity(64);
+    let mut store = send(store);
+    send(store.append(1, &items)).await.unwrap();
+    send(store.read_after(None, &mut out)).await.unwrap();
+    send(store.remove(1)).await.unwrap();
+    send(store.recover()).await.unwrap();
+    send(store.persist_seq_floor(0)).await.unwrap();
     let all = read_all(&mut store).await;
     assert_eq!(seqs(&all), [3, 7, 8, 120]);
     for (seq, items) in &all {
@@ -285,19 +298,19 @@ fn header(seq: u64, tag: u32) -> Vec<u8> {
     h
 }
 
-/// Writes batches 1..=6 and closes the store (its WAL checkpointed into the file).
-async fn six_batches(path: &Path) {
+/// Writes batches 1..=7 and closes the store (its WAL checkpointed into the file).
+async fn seven_batches(path: &Path) {
     let mut store = open(path).await;
     store.recover().await.unwrap();
-    for seq in 1..=6 {
+    for seq in 1..=7 {
         store.append(seq, &batch(seq)).await.unwrap();
     }
     store.close().await;
     assert!(!path.with_extension("db-wal").exists());
 }
 
-/// Damages records 2 to 5 in the file: a flipped payload bit, another item type, another seq,
-/// a payload length cut short.
+/// Damages records 2 to 6 in the file: a flipped bit, another item type, another seq, a payload
+/// length cut short, another record format version.
 fn damage(path: &Path) {
     let mut h = header(2, TAG);
     let mut flipped = h.clone();
@@ -315,36 +328,39 @@ fn damage(path: &Path) {
     h.push(bytes[at]);
     cut.push(bytes[at] - 5);
     assert_eq!(patch(path, &h, &cut), 1);
+    let mut newer = header(6, TAG);
+    newer[4] = 2;
+    assert_eq!(patch(path, &header(6, TAG), &newer), 1);
 }
 
 #[tokio::test]
 async fn corrupt_records_are_skipped_quarantined_and_reported() {
     let dir = TempDir::new("corrupt");
     let path = dir.file();
-    six_batches(&path).await;
+    seven_batches(&path).await;
     damage(&path);
 
     let mut store = open(&path).await;
     let r = store.recover().await.unwrap();
     assert_eq!(r.batches, 2);
-    assert_eq!(r.items, (batch(1).len() + batch(6).len()) as u64);
-    assert_eq!(r.seq_floor, 7, "the quarantined seqs still count");
+    assert_eq!(r.items, (batch(1).len() + batch(7).len()) as u64);
+    assert_eq!(r.seq_floor, 8, "the quarantined seqs still count");
     let report = store.corrupt();
-    assert_eq!(report.count, 4);
+    assert_eq!(report.count, 5);
     assert!(
         matches!(report.first, Some((2, Problem::Corrupt(Corrupt::Checksum | Corrupt::Items)))),
         "{report:?}"
     );
     let all = read_all(&mut store).await;
-    assert_eq!(seqs(&all), [1, 6]);
+    assert_eq!(seqs(&all), [1, 7]);
     assert_eq!(all[0].1, batch(1));
-    assert_eq!(all[1].1, batch(6));
+    assert_eq!(all[1].1, batch(7));
     store.close().await;
 
     // Quarantined, not reported again; the floor stays above them.
     let mut store = open(&path).await;
     let r = store.recover().await.unwrap();
-    assert_eq!((r.batches, r.seq_floor), (2, 7));
+    assert_eq!((r.batches, r.seq_floor), (2, 8));
     assert_eq!(store.corrupt().count, 0);
     store.close().await;
 }
@@ -353,13 +369,13 @@ async fn corrupt_records_are_skipped_quarantined_and_reported() {
 async fn reads_skip_corrupt_records_without_recover() {
     let dir = TempDir::new("corrupt-read");
     let path = dir.file();
-    six_batches(&path).await;
+    seven_batches(&path).await;
     damage(&path);
     let mut store = open(&path).await;
     let all = read_all(&mut store).await;
-    assert_eq!(seqs(&all), [1, 6]);
+    assert_eq!(seqs(&all), [1, 7]);
     let report = store.corrupt();
-    assert_eq!(report.count, 4);
+    assert_eq!(report.count, 5);
     let kinds: Vec<_> = [report.first.unwrap().1].into();
     assert!(matches!(kinds[0], Problem::Corrupt(_)));
     store.close().await;
@@ -398,7 +414,7 @@ async fn files_that_are_not_a_store_are_refused() {
 
     // A store cut short inside its header.
     std::fs::remove_file(&path).unwrap();
-    six_batches(&path).await;
+    seven_batches(&path).await;
     let bytes = std::fs::read(&path).unwrap();
     std::fs::write(&path, &bytes[..60]).unwrap();
     not_a_store(DiskStore::open(&path, TAG).await);
