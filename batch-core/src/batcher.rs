@@ -485,8 +485,7 @@ impl<T, Q: Queue<T>, S: Slots> BatchCore<T, Q, S> {
             let to_full = self.queue.capacity().saturating_sub(len);
             let to_batch = if len < self.max_batch { self.max_batch - 1 - len } else { usize::MAX };
             let next_mark = self.marks.last_index() + self.max_batch as u64;
-            let to_mark =
-                usize::try_from(next_mark.saturating_sub(self.accepted)).unwrap_or(usize::MAX);
+            let to_mark = usize::try_from(next_mark.saturating_sub(self.accepted)).unwrap_or(usize::MAX);
             to_full.min(to_batch).min(to_mark)
         };
         self.fast_until = self.accepted.saturating_add(fast as u64);
