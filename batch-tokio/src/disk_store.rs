@@ -205,6 +205,7 @@ pub struct DiskStore<T> {
     path: PathBuf,
     buf: Vec<u8>,
     corrupt: CorruptReport,
+    max_bytes: Option<u64>,
     _items: PhantomData<fn(T) -> T>,
 }
 
@@ -252,6 +253,7 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> DiskStore<T> {
             path,
             buf: Vec::new(),
             corrupt: CorruptReport::default(),
+            max_bytes: None,
             _items: PhantomData,
         })
     }
@@ -261,6 +263,15 @@ impl<T> DiskStore<T> {
     /// The file.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Limits the bytes of the batch records held (by default there is no limit but the disk):
+    /// an [`append`](Store::append) that would go beyond it returns [`StoreError::Full`] and
+    /// writes nothing, so the batcher applies its overflow policy. The file is larger than the
+    /// records (SQLite's pages and the WAL, up to about 4 MiB), and does not shrink when batches
+    /// are removed: their space is reused. A full disk is [`StoreError::Full`] too.
+    pub fn set_max_bytes(&mut self, max: Option<u64>) {
+        self.max_bytes = max;
     }
 
     /// Records skipped as corrupt (and quarantined) since the store was opened, by
@@ -320,7 +331,7 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> Store<T> for DiskStore<T>
             }
         };
         let record = self.buf[..len].to_vec();
-        self.call(Op::Append { seq: key, record }).await.map(drop)
+        self.call(Op::Append { seq: key, record, max_bytes: self.max_bytes }).await.map(drop)
     }
 
     async fn read_after<B: BatchBuf<T>>(
@@ -386,7 +397,7 @@ type Job = (Op, oneshot::Sender<Result<Reply, Failure>>);
 
 enum Op {
     Recover,
-    Append { seq: i64, record: Vec<u8> },
+    Append { seq: i64, record: Vec<u8>, max_bytes: Option<u64> },
     ReadAfter { after: i64 },
     Remove { seq: i64 },
     Quarantine { seq: i64, problem: String },
@@ -423,6 +434,8 @@ impl From<rusqlite::Error> for Failure {
 /// The database, on the store's thread.
 struct Db {
     conn: Connection,
+    /// Bytes of the records in `batches`.
+    held_bytes: u64,
 }
 
 impl Db {
@@ -471,7 +484,7 @@ impl Db {
         conn.pragma_update(None, "synchronous", "FULL").map_err(sql)?;
         conn.pragma_update(None, "trusted_schema", "OFF").map_err(sql)?;
         conn.pragma_update(None, "cell_size_check", "ON").map_err(sql)?;
-        let mut db = Self { conn };
+        let mut db = Self { conn, held_bytes: 0 };
         if fresh {
             let tx = db.conn.transaction_with_behavior(TransactionBehavior::Exclusive).map_err(sql)?;
             tx.execute_batch(SCHEMA).map_err(sql)?;
@@ -506,7 +519,15 @@ impl Db {
         if found != tag {
             return Err(DiskStoreError::ItemType { expected: tag, found });
         }
+        db.count_bytes().map_err(sql)?;
         Ok(db)
+    }
+
+    fn count_bytes(&mut self) -> rusqlite::Result<()> {
+        let bytes: i64 =
+            self.conn.query_row("SELECT coalesce(sum(length(record)), 0) FROM batches", [], |r| r.get(0))?;
+        self.held_bytes = bytes.cast_unsigned();
+        Ok(())
     }
 
     fn serve(mut self, jobs: &mpsc::Receiver<Job>, check: &Check) {
@@ -524,10 +545,15 @@ impl Db {
     fn run(&mut self, op: Op, check: &Check) -> Result<Reply, Failure> {
         match op {
             Op::Recover => self.recover(check).map(Reply::Recovered),
-            Op::Append { seq, record } => {
+            Op::Append { seq, record, max_bytes } => {
+                let len = record.len() as u64;
+                if max_bytes.is_some_and(|max| self.held_bytes.saturating_add(len) > max) {
+                    return Err(Failure::Full);
+                }
                 self.conn
                     .prepare_cached("INSERT INTO batches (seq, record) VALUES (?1, ?2)")?
                     .execute(params![seq, record])?;
+                self.held_bytes += len;
                 Ok(Reply::Done)
             }
             Op::ReadAfter { after } => {
@@ -541,15 +567,20 @@ impl Db {
             Op::Remove { seq } => {
                 // One transaction: the batch goes, and the floor stays above its seq.
                 let tx = self.conn.transaction()?;
-                tx.prepare_cached("DELETE FROM batches WHERE seq = ?1")?.execute([seq])?;
+                let len: Option<i64> = tx
+                    .prepare_cached("DELETE FROM batches WHERE seq = ?1 RETURNING length(record)")?
+                    .query_row([seq], |r| r.get(0))
+                    .optional()?;
                 raise_floor(&tx, seq.saturating_add(1))?;
                 tx.commit()?;
+                self.held_bytes = self.held_bytes.saturating_sub(len.map_or(0, i64::cast_unsigned));
                 Ok(Reply::Done)
             }
             Op::Quarantine { seq, problem } => {
                 let tx = self.conn.transaction()?;
                 quarantine(&tx, seq, &problem)?;
                 tx.commit()?;
+                self.count_bytes()?;
                 Ok(Reply::Done)
             }
             Op::PersistFloor { floor } => {
@@ -588,6 +619,7 @@ impl Db {
                 quarantine(&tx, seq.cast_signed(), &problem.to_string())?;
             }
             tx.commit()?;
+            self.count_bytes()?;
         }
         let floor: i64 =
             self.conn.query_row("SELECT value FROM meta WHERE key = 'seq_floor'", [], |r| r.get(0))?;

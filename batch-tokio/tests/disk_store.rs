@@ -198,6 +198,38 @@ async fn removes_the_oldest_and_a_middle_one() {
 }
 
 #[tokio::test]
+async fn full_at_its_byte_limit() {
+    let dir = TempDir::new("full");
+    let mut store = open(&dir.file()).await;
+    store.recover().await.unwrap();
+    store.set_max_bytes(Some(2_000));
+    let mut seq = 10;
+    let full_at = loop {
+        match store.append(seq, &batch(seq)).await {
+            Ok(()) => seq += 1,
+            Err(StoreError::Full) => break seq,
+            Err(e) => panic!("{e}"),
+        }
+    };
+    let held: Vec<u64> = (10..full_at).collect();
+    assert!(held.len() >= 3, "{held:?}");
+    assert_eq!(seqs(&read_all(&mut store).await), held, "a refused batch is not written");
+    // Removing the oldest makes room again.
+    store.remove(10).await.unwrap();
+    store.append(full_at, &batch(full_at)).await.unwrap();
+    assert!(matches!(store.append(full_at + 1, &batch(full_at + 1)).await, Err(StoreError::Full)));
+    store.close().await;
+    // After a reopen the bytes held are counted from the file.
+    let mut store = open(&dir.file()).await;
+    store.recover().await.unwrap();
+    store.set_max_bytes(Some(2_000));
+    assert!(matches!(store.append(full_at + 1, &batch(full_at + 1)).await, Err(StoreError::Full)));
+    store.set_max_bytes(None);
+    store.append(full_at + 1, &batch(full_at + 1)).await.unwrap();
+    store.close().await;
+}
+
+#[tokio::test]
 async fn seq_floor_survives_reopen() {
     let dir = TempDir::new("floor");
     let mut store = open(&dir.file()).await;
