@@ -140,6 +140,9 @@ impl Broker {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
+            // A process group of its own: Ctrl-C in a terminal signals the whole foreground
+            // group, and the broker must outlive the gateway's drain.
+            .process_group(0)
             .kill_on_drop(true)
             .spawn()
             .map_err(|e| format!("starting {}: {e}", self.program.display()))?;
