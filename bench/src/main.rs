@@ -9,6 +9,9 @@
 //! (interleaved), checks every delivery, samples add→handled latency, measures each case's peak
 //! RSS in a child process, times batch-core's push against `heapless::Vec::push`, prints the
 //! Markdown report and, with `--out DIR`, writes `DIR/results.md` and `DIR/throughput.png`.
+//! `--impls`, `--bound`, `--item`, `--producers` and `--batch` restrict a run to some cases (for
+//! targeted measurements; the report then shows only those, and the push micro-benchmark is
+//! skipped).
 //! `--smoke` is the quick correctness pass CI runs (tiny N, one run). `cargo xtask bench` is the
 //! usual entry point.
 //!
@@ -47,6 +50,7 @@ enum Mode {
 }
 
 const USAGE: &str = "usage: batch-bench [--smoke] [--runs R] [--n N] [--n-wide N] [--out DIR] [--no-rss]
+                   [--impls A,B] [--bound 4b|8192] [--item u64|64B] [--producers P] [--batch B]
        batch-bench --only IMPL|idle --bound 4b|8192 --item u64|64B --producers P --batch B --n N
 
   --smoke      tiny N and one run: checks every implementation at both bounds, times nothing
@@ -54,7 +58,9 @@ const USAGE: &str = "usage: batch-bench [--smoke] [--runs R] [--n N] [--n-wide N
   --n N        u64 items per case (default 2000000)
   --n-wide N   64-byte items per case (default 1000000)
   --out DIR    write DIR/results.md and DIR/throughput.png
-  --no-rss     skip the peak-RSS child processes";
+  --no-rss     skip the peak-RSS child processes
+  --impls, --bound, --item, --producers, --batch
+               run only the matching cases (implementations by their --only name)";
 
 fn parse(args: &[String]) -> Result<Mode, String> {
     let mut it = args.iter();
@@ -65,10 +71,7 @@ fn parse(args: &[String]) -> Result<Mode, String> {
     let mut out = None;
     let mut rss = true;
     let mut only = None;
-    let mut bound = Bound::Fixed;
-    let mut item = ItemKind::U64;
-    let mut producers = 1;
-    let mut batch = 16;
+    let mut filter = suite::Filter::default();
     let num = |flag: &str, v: Option<&String>| -> Result<u64, String> {
         v.ok_or_else(|| format!("{flag} needs a value"))?.parse().map_err(|e| format!("{flag}: {e}"))
     };
@@ -81,21 +84,33 @@ fn parse(args: &[String]) -> Result<Mode, String> {
             "--n-wide" => n_wide = Some(num(arg, it.next())?),
             "--out" => out = Some(PathBuf::from(it.next().ok_or("--out needs a directory")?)),
             "--only" => only = Some(it.next().ok_or("--only needs an implementation")?.clone()),
+            "--impls" => {
+                let v = it.next().ok_or("--impls needs a list")?;
+                for id in v.split(',') {
+                    filter
+                        .impls
+                        .push(Impl::parse(id).ok_or_else(|| format!("unknown implementation `{id}`"))?);
+                }
+            }
             "--bound" => {
                 let v = it.next().ok_or("--bound needs a value")?;
-                bound = Bound::parse(v).ok_or_else(|| format!("unknown bound `{v}`"))?;
+                filter.bound = Some(Bound::parse(v).ok_or_else(|| format!("unknown bound `{v}`"))?);
             }
             "--item" => {
                 let v = it.next().ok_or("--item needs a value")?;
-                item = ItemKind::parse(v).ok_or_else(|| format!("unknown item type `{v}`"))?;
+                filter.item = Some(ItemKind::parse(v).ok_or_else(|| format!("unknown item type `{v}`"))?);
             }
-            "--producers" => producers = num(arg, it.next())? as usize,
-            "--batch" => batch = num(arg, it.next())? as usize,
+            "--producers" => filter.producers = Some(num(arg, it.next())? as usize),
+            "--batch" => filter.batch = Some(num(arg, it.next())? as usize),
             "--help" | "-h" => return Err(USAGE.to_owned()),
             other => return Err(format!("unknown argument `{other}`\n{USAGE}")),
         }
     }
     if let Some(only) = only {
+        let bound = filter.bound.unwrap_or(Bound::Fixed);
+        let item = filter.item.unwrap_or(ItemKind::U64);
+        let producers = filter.producers.unwrap_or(1);
+        let batch = filter.batch.unwrap_or(16);
         let imp = if only == rss::IDLE {
             None
         } else {
@@ -112,6 +127,7 @@ fn parse(args: &[String]) -> Result<Mode, String> {
         n_wide: n_wide.unwrap_or(if smoke { 5_000 } else { 1_000_000 }),
         runs: runs.unwrap_or(if smoke { 1 } else { 7 }).max(1),
         rss,
+        only: filter,
     };
     Ok(Mode::Bench { settings, out, smoke })
 }
@@ -137,7 +153,11 @@ fn bench(settings: &Settings, out: Option<PathBuf>, smoke: bool) -> Result<(), S
     );
     let measured = suite::measure(settings)?;
     eprintln!("push micro-benchmark");
-    let push = if smoke { push::measure_all(1, 20) } else { push::measure_all(7, 2_000) };
+    let push = if smoke || !settings.only.is_everything() {
+        push::measure_all(1, 20)
+    } else {
+        push::measure_all(7, 2_000)
+    };
     let report = report::Report {
         machine: &machine,
         settings,

@@ -13,7 +13,7 @@ use crate::rss;
 use crate::workload::{BATCH_SIZES, Bound, Item, ItemKind, PRODUCERS, WORKER_THREADS, Wide};
 
 /// How big and how often.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub(crate) struct Settings {
     /// Items per case for `u64`.
     pub(crate) n_u64: u64,
@@ -23,6 +23,43 @@ pub(crate) struct Settings {
     pub(crate) runs: usize,
     /// Whether to measure peak RSS in child processes.
     pub(crate) rss: bool,
+    /// Which cases to run (all by default).
+    pub(crate) only: Filter,
+}
+
+/// A subset of the cases, for targeted runs: each `None` or empty field accepts everything.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Filter {
+    /// Implementations (`--impls a,b`).
+    pub(crate) impls: Vec<Impl>,
+    /// The bound (`--bound`).
+    pub(crate) bound: Option<Bound>,
+    /// The item type (`--item`).
+    pub(crate) item: Option<ItemKind>,
+    /// Producer tasks (`--producers`).
+    pub(crate) producers: Option<usize>,
+    /// Batch size (`--batch`).
+    pub(crate) batch: Option<usize>,
+}
+
+impl Filter {
+    /// Whether `case` is selected.
+    pub(crate) fn accepts(&self, case: Case) -> bool {
+        (self.impls.is_empty() || self.impls.contains(&case.imp))
+            && self.bound.is_none_or(|b| b == case.bound)
+            && self.item.is_none_or(|i| i == case.item)
+            && self.producers.is_none_or(|p| p == case.producers)
+            && self.batch.is_none_or(|b| b == case.batch)
+    }
+
+    /// Whether every case is selected.
+    pub(crate) fn is_everything(&self) -> bool {
+        self.impls.is_empty()
+            && self.bound.is_none()
+            && self.item.is_none()
+            && self.producers.is_none()
+            && self.batch.is_none()
+    }
 }
 
 impl Settings {
@@ -224,7 +261,7 @@ pub(crate) fn run_once(rt: &Runtime, case: Case, n: u64) -> Result<Outcome, Stri
 /// state) spreads over all of them instead of favouring one.
 pub(crate) fn measure(settings: &Settings) -> Result<Measured, String> {
     let rt = runtime();
-    let cases = cases();
+    let cases: Vec<Case> = cases().into_iter().filter(|&c| settings.only.accepts(c)).collect();
     let mut rows: BTreeMap<Case, Row> = cases
         .iter()
         .map(|&case| {
@@ -239,11 +276,19 @@ pub(crate) fn measure(settings: &Settings) -> Result<Measured, String> {
             (case, row)
         })
         .collect();
-    let impls = Impl::ALL.len();
+    // The cases of one configuration, back to back (`cases()` lists them so).
+    let mut configs: Vec<Vec<Case>> = Vec::new();
+    for &case in &cases {
+        match configs.last_mut() {
+            Some(config) if config[0].same_config(case) => config.push(case),
+            _ => configs.push(vec![case]),
+        }
+    }
     for run in 0..settings.runs {
         eprintln!("run {}/{}", run + 1, settings.runs);
-        for config in cases.chunks(impls) {
+        for config in &configs {
             let started = Instant::now();
+            let impls = config.len();
             for k in 0..impls {
                 let case = config[(k + run) % impls];
                 let outcome = run_once(&rt, case, settings.n(case.item))?;
