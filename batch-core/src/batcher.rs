@@ -13,6 +13,8 @@ use crate::metrics::{Count, Metrics, Trigger};
 use crate::storage::{BatchBuf, InFlight, Phase, Queue, Slots};
 use crate::time::{Duration, Instant};
 
+mod staging;
+
 /// A batcher on fixed `heapless` storage: room for `N` buffered items and `F` in-flight batches
 /// (default 1). Everything is inline, so it can live in a `static`.
 ///
@@ -179,6 +181,9 @@ pub struct BatchCore<T, Q, S> {
     /// until the batch fills, the buffer fills or an arrival mark is due. Set by the slow path;
     /// reset by anything else that changes the buffer.
     fast_until: u64,
+    /// Places granted to a driver's staging areas ([`reserve`](Self::reserve)): taken, as far as
+    /// the capacity goes, until the staged items are handed over or the places given back.
+    reserved: usize,
     weigher: Option<fn(&T) -> u32>,
     /// Total weight of buffered items (only kept with a weigher).
     buffered_weight: u64,
@@ -346,6 +351,7 @@ impl<T, Q: Queue<T>, S: Slots> BatchCore<T, Q, S> {
             slots,
             max_batch: config.max_batch_for(capacity),
             fast_until: 0,
+            reserved: 0,
             config,
             weigher,
             buffered_weight: 0,
@@ -482,7 +488,7 @@ impl<T, Q: Queue<T>, S: Slots> BatchCore<T, Q, S> {
         let fast = if self.closed || self.config.get_max_weight().is_some() || len == 0 {
             0
         } else {
-            let to_full = self.queue.capacity().saturating_sub(len);
+            let to_full = self.queue.capacity().saturating_sub(len + self.reserved);
             let to_batch = if len < self.max_batch { self.max_batch - 1 - len } else { usize::MAX };
             let next_mark = self.marks.last_index() + self.max_batch as u64;
             let to_mark = usize::try_from(next_mark.saturating_sub(self.accepted)).unwrap_or(usize::MAX);
@@ -515,7 +521,7 @@ impl<T, Q: Queue<T>, S: Slots> BatchCore<T, Q, S> {
             None => 0,
         };
         let mut evicted = None;
-        if self.queue.len() >= self.queue.capacity() {
+        if self.queue.len() + self.reserved >= self.queue.capacity() {
             match self.config.get_overflow() {
                 Overflow::Reject => {
                     add(&mut self.counters.rejected, 1);
@@ -924,7 +930,7 @@ impl<T, Q: Queue<T>, S: Slots> BatchCore<T, Q, S> {
     /// Whether the buffer is full.
     #[inline]
     pub fn is_full(&self) -> bool {
-        self.queue.len() >= self.queue.capacity()
+        self.queue.len() + self.reserved >= self.queue.capacity()
     }
     /// Whether a push now would be refused only because the buffer is full: an async producer
     /// waits for room instead of pushing.
@@ -952,9 +958,9 @@ impl<T, Q: Queue<T>, S: Slots> BatchCore<T, Q, S> {
     pub fn is_paused(&self) -> bool {
         self.paused_at.is_some()
     }
-    /// Closed, empty and nothing in flight: the driver may stop.
+    /// Closed, empty, nothing staged and nothing in flight: the driver may stop.
     pub fn is_finished(&self) -> bool {
-        self.closed && self.queue.len() == 0 && self.slots.as_slice().is_empty()
+        self.closed && self.queue.len() == 0 && self.reserved == 0 && self.slots.as_slice().is_empty()
     }
     /// Whether every item accepted before `token` reached a final outcome.
     pub fn is_flushed(&self, token: FlushToken) -> bool {

@@ -281,14 +281,16 @@ impl<T: Send + 'static> Builder<T> {
         for _ in 0..lanes {
             bufs.push(try_vec(max_batch, "max_batch")?);
         }
-        let shared = Arc::new(Shared::new(core, lanes, self.on_error, self.on_evict, weigher));
+        let staging = weigher.is_none() && self.config.get_overflow() == Overflow::Reject;
+        let places = crate::stage::places_per_run(max_batch, staging);
+        let shared = Arc::new(Shared::new(core, lanes, self.on_error, self.on_evict, weigher, places));
         let worker = Worker::new(
             Arc::clone(&shared),
             handler,
             LaneConfig { max_batch, attempt_timeout: self.attempt_timeout, lanes },
             bufs,
         );
-        Ok((Batcher { shared }, worker))
+        Ok((Batcher::from_shared(shared), worker))
     }
 
     /// Builds the batcher and spawns its worker on the current tokio runtime. Outside a runtime

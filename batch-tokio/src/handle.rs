@@ -1,12 +1,14 @@
 //! The cloneable handle producers use.
 
-use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use batch_core::{Metrics, PushError};
+use parking_lot::MutexGuard;
 
 use crate::builder::Builder;
 use crate::shared::{Shared, State};
+use crate::stage::{self, Run, Stage};
 
 /// A cloneable, `Send + Sync` handle to a batcher whose worker runs on tokio.
 ///
@@ -62,6 +64,11 @@ use crate::shared::{Shared, State};
 /// ```
 pub struct Batcher<T> {
     pub(crate) shared: Arc<Shared<T>>,
+    /// This handle's staging area, made at its second add (a handle cloned for one add never
+    /// makes one).
+    stage: OnceLock<Arc<Stage<T>>>,
+    /// Whether this handle added once already.
+    added: AtomicBool,
 }
 
 impl<T> std::fmt::Debug for Batcher<T> {
@@ -73,12 +80,20 @@ impl<T> std::fmt::Debug for Batcher<T> {
 impl<T> Clone for Batcher<T> {
     fn clone(&self) -> Self {
         self.shared.handles.fetch_add(1, Ordering::Relaxed);
-        Self { shared: Arc::clone(&self.shared) }
+        Self::from_shared(Arc::clone(&self.shared))
     }
 }
 
 impl<T> Drop for Batcher<T> {
     fn drop(&mut self) {
+        if let Some(stage) = self.stage.take() {
+            // What this handle staged goes to the core before the handle goes.
+            hand_over(&self.shared, &stage);
+            let mut stages = self.shared.stages.lock();
+            if let Some(i) = stages.iter().position(|s| Arc::ptr_eq(s, &stage)) {
+                stages.swap_remove(i);
+            }
+        }
         if self.shared.handles.fetch_sub(1, Ordering::AcqRel) == 1 {
             // The last handle: nobody can add, flush or resume any more, so drain (a paused
             // batcher is resumed: nobody else could) and let the worker end.
@@ -88,6 +103,9 @@ impl<T> Drop for Batcher<T> {
                 st.core.close();
                 st.core.resume(now);
             }
+            // Closed first, so that no area is granted places any more; then every area's run
+            // goes to the core, to be drained.
+            stage::collect(&self.shared);
             self.shared.work.notify_waiters();
             self.shared.space.notify_waiters();
         }
@@ -137,7 +155,7 @@ impl<T> WeakBatcher<T> {
                 return None;
             }
             match shared.handles.compare_exchange_weak(n, n + 1, Ordering::AcqRel, Ordering::Acquire) {
-                Ok(_) => return Some(Batcher { shared }),
+                Ok(_) => return Some(Batcher::from_shared(shared)),
                 Err(now) => n = now,
             }
         }
@@ -178,6 +196,10 @@ impl<T: Send + 'static> Batcher<T> {
 }
 
 impl<T> Batcher<T> {
+    pub(crate) fn from_shared(shared: Arc<Shared<T>>) -> Self {
+        Self { shared, stage: OnceLock::new(), added: AtomicBool::new(false) }
+    }
+
     /// A [`WeakBatcher`] for this batcher.
     pub fn downgrade(&self) -> WeakBatcher<T> {
         WeakBatcher { shared: Arc::downgrade(&self.shared) }
@@ -190,17 +212,37 @@ impl<T> Batcher<T> {
     /// Called from inside this batcher's own handler or `on_error` while the buffer is full, it
     /// returns [`PushError::Full`] at once instead of waiting (the room it would wait for can only
     /// come from the worker that is calling).
+    #[inline]
     pub async fn add(&self, item: T) -> Result<(), PushError<T>> {
-        self.add_waiting(item, false).await
+        match self.try_stage(item) {
+            Ok(()) => Ok(()),
+            Err(item) => self.add_waiting(item, false).await,
+        }
     }
 
     /// Adds an item if there is room now; otherwise hands it back ([`PushError::Full`],
     /// [`PushError::Closed`] or [`PushError::TooHeavy`]).
     #[inline]
     pub fn try_add(&self, item: T) -> Result<(), PushError<T>> {
-        let weight = self.shared.weigh(&item);
-        let st = self.shared.lock();
-        self.push_locked(st, item, weight)
+        match self.try_stage(item) {
+            Ok(()) => Ok(()),
+            Err(item) => {
+                let weight = self.shared.weigh(&item);
+                match self.push_now(item, false, weight) {
+                    Pushed::Done(result) => result,
+                    Pushed::Full(item, mut st, own) => {
+                        drop(own);
+                        // The core refuses it (full, or too heavy) and counts the refusal.
+                        let now = self.shared.now();
+                        let result = match weight {
+                            Some(w) => st.core.push_weighed(now, item, w),
+                            None => st.core.push_with(|| now, item),
+                        };
+                        self.finish_push(st, result)
+                    }
+                }
+            }
+        }
     }
 
     /// Adds an item that cuts its batch at once (an alarm among telemetry), waiting while full.
@@ -208,30 +250,105 @@ impl<T> Batcher<T> {
         self.add_waiting(item, true).await
     }
 
+    /// The fast path: the item joins this handle's staged run if the run has a place left.
+    #[inline]
+    fn try_stage(&self, item: T) -> Result<(), T> {
+        match self.stage.get() {
+            Some(stage) => stage.try_push(item, || self.shared.now()),
+            None => Err(item),
+        }
+    }
+
+    /// This handle's staging area, made at its second add if the batcher stages at all.
+    fn stage_for_add(&self) -> Option<&Arc<Stage<T>>> {
+        if let Some(stage) = self.stage.get() {
+            return Some(stage);
+        }
+        if self.shared.places == 0 || !self.added.swap(true, Ordering::Relaxed) {
+            return None;
+        }
+        Some(self.stage.get_or_init(|| {
+            let stage = Arc::new(Stage::new(self.shared.places));
+            self.shared.stages.lock().push(Arc::clone(&stage));
+            stage
+        }))
+    }
+
+    /// Hands this handle's staged run to the core (before any add that does not go through it).
+    fn hand_over_own(&self) {
+        if let Some(stage) = self.stage.get() {
+            hand_over(&self.shared, stage);
+        }
+    }
+
+    /// One attempt on the shared path, with this handle's run handed over first (so that its
+    /// earlier items stay ahead) and, after a plain add, the next run started. When the buffer is
+    /// full while areas hold places, it takes them back and looks again (every accepted item is
+    /// then in the core, where a full buffer is a due batch); if it is full with no places
+    /// granted, it returns the item with the locks held, for the caller to wait or refuse.
+    fn push_now(&self, item: T, urgent: bool, weight: Option<u32>) -> Pushed<'_, T> {
+        loop {
+            let stage = if urgent { self.stage.get() } else { self.stage_for_add() };
+            let mut own = stage.map(|s| (s, s.lock()));
+            let mut st = self.shared.lock();
+            let mut freed = false;
+            if let Some((stage, run)) = &mut own {
+                freed = stage.hand_over(run, &mut st);
+            }
+            if freed && st.waiting_producers > 0 {
+                self.shared.space.notify_waiters();
+            }
+            // The run handed over may have made a batch due (a full buffer, on the way to waiting).
+            if st.core.poll_wake() && st.lane_needs_waking() {
+                self.shared.work.notify_waiters();
+            }
+            if !st.core.must_wait() {
+                // The clock is read at most once, and only if the core or a new run needs it.
+                let mut read = None;
+                let mut now = || *read.get_or_insert_with(|| self.shared.now());
+                let result = match (urgent, weight) {
+                    (true, Some(w)) => st.core.push_urgent_weighed(now(), item, w),
+                    (true, None) => st.core.push_urgent(now(), item),
+                    (false, Some(w)) => st.core.push_weighed(now(), item, w),
+                    (false, None) => st.core.push_with(&mut now, item),
+                };
+                if let (Ok(None), false, Some((stage, run))) = (&result, urgent, &mut own) {
+                    stage.start_run(run, &mut st, now);
+                }
+                drop(own);
+                return Pushed::Done(self.finish_push(st, result));
+            }
+            if st.core.reserved() > 0 {
+                // Other areas hold places: take them back, then look again.
+                drop(st);
+                drop(own);
+                stage::collect(&self.shared);
+                continue;
+            }
+            return Pushed::Full(item, st, own.map(|(_, run)| run));
+        }
+    }
+
     async fn add_waiting(&self, item: T, urgent: bool) -> Result<(), PushError<T>> {
         // The weigher is user code: it runs here, once, outside the lock.
         let weight = self.shared.weigh(&item);
+        let mut item = item;
         let mut waiting = None;
         loop {
-            let room = {
-                let mut st = self.shared.lock();
-                if !st.core.must_wait() {
-                    let result = match (urgent, weight) {
-                        (true, Some(w)) => st.core.push_urgent_weighed(self.shared.now(), item, w),
-                        (true, None) => st.core.push_urgent(self.shared.now(), item),
-                        (false, Some(w)) => st.core.push_weighed(self.shared.now(), item, w),
-                        (false, None) => st.core.push_with(|| self.shared.now(), item),
-                    };
-                    return self.finish_push(st, result);
+            let room = match self.push_now(item, urgent, weight) {
+                Pushed::Done(result) => return result,
+                Pushed::Full(back, mut st, own) => {
+                    drop(own);
+                    if self.shared.called_from_worker() {
+                        drop(st);
+                        return Err(PushError::Full(back));
+                    }
+                    item = back;
+                    if waiting.is_none() {
+                        waiting = Some(Waiting::new(&self.shared, &mut st));
+                    }
+                    self.shared.space.notified()
                 }
-                if self.shared.called_from_worker() {
-                    drop(st);
-                    return Err(PushError::Full(item));
-                }
-                if waiting.is_none() {
-                    waiting = Some(Waiting::new(&self.shared, &mut st));
-                }
-                self.shared.space.notified()
             };
             // A worker that ends closes the core and wakes us: the next round hands the item back
             // through the core, which counts it as rejected.
@@ -244,6 +361,8 @@ impl<T> Batcher<T> {
     /// inside this batcher's own handler while full, it does not wait: the items that found no
     /// room come back as [`PushError::Full`].
     pub async fn add_many(&self, items: impl IntoIterator<Item = T>) -> Result<(), Rejected<T>> {
+        // This handle's staged items go first.
+        self.hand_over_own();
         if self.shared.weigher.is_some() {
             return self.add_many_weighed(items).await;
         }
@@ -252,7 +371,7 @@ impl<T> Batcher<T> {
         let mut refused = Vec::new();
         let mut evicted = Vec::new();
         loop {
-            let (wake, callback, waiting) = {
+            let (wake, callback, waiting, reserved) = {
                 let mut st = self.shared.lock();
                 // Evictions take the oldest items in order and nothing else moves the front while
                 // we hold the lock: the first item evicted here is the current oldest.
@@ -272,10 +391,11 @@ impl<T> Batcher<T> {
                 let wake = st.core.poll_wake() && st.lane_needs_waking();
                 // An eviction is final once `on_evict` has the item: a flush waits for that.
                 let callback = first_evicted.map(|first| st.callback_starts(&self.shared, first));
+                let reserved = st.core.reserved() > 0;
                 let waiting = held
                     .is_some()
                     .then(|| (Waiting::new(&self.shared, &mut st), self.shared.space.notified()));
-                (wake, callback, waiting)
+                (wake, callback, waiting, reserved)
             };
             if wake {
                 self.shared.work.notify_waiters();
@@ -287,6 +407,12 @@ impl<T> Batcher<T> {
             let Some((guard, room)) = waiting else {
                 return if refused.is_empty() { Ok(()) } else { Err(Rejected { items: refused }) };
             };
+            if reserved {
+                // Full while areas hold places: take them back and look again instead of waiting.
+                drop(guard);
+                stage::collect(&self.shared);
+                continue;
+            }
             if self.shared.called_from_worker() {
                 drop(guard);
                 refused.extend(held.take().into_iter().chain(items).map(PushError::Full));
@@ -315,6 +441,8 @@ impl<T> Batcher<T> {
     /// Called from inside this batcher's own handler or `on_error`, it starts the cut and
     /// returns at once: waiting would wait for the very batch that is calling.
     pub async fn flush(&self) {
+        // Staged items were accepted before the call: they go to the core, under the flush.
+        stage::collect(&self.shared);
         if self.shared.called_from_worker() {
             let mut st = self.shared.lock();
             let _ = st.core.flush();
@@ -363,9 +491,11 @@ impl<T> Batcher<T> {
         self.shared.work.notify_waiters();
     }
 
-    /// Items buffered (not yet cut into a batch).
+    /// Items buffered (not yet cut into a batch), staged ones included.
     pub fn len(&self) -> usize {
-        self.shared.lock().core.len()
+        let stages = self.shared.stages.lock();
+        let st = self.shared.lock();
+        st.core.len() + stage::staged_total(&stages)
     }
 
     /// Whether no item is buffered.
@@ -383,24 +513,11 @@ impl<T> Batcher<T> {
         self.shared.lock().core.is_closed()
     }
 
-    /// A snapshot of the counters. It copies them under the lock producers use (a few dozen
-    /// nanoseconds), never waiting on the handler.
+    /// A snapshot of the counters. It copies them under the state lock (a few dozen
+    /// nanoseconds), never waiting on the handler. Items staged in a handle's area count as
+    /// accepted and buffered.
     pub fn metrics(&self) -> Metrics {
-        self.shared.lock().core.metrics()
-    }
-
-    #[inline]
-    fn push_locked(
-        &self,
-        mut st: crate::shared::Guard<'_, State<T>>,
-        item: T,
-        weight: Option<u32>,
-    ) -> Result<(), PushError<T>> {
-        let result = match weight {
-            Some(w) => st.core.push_weighed(self.shared.now(), item, w),
-            None => st.core.push_with(|| self.shared.now(), item),
-        };
-        self.finish_push(st, result)
+        self.shared.metrics()
     }
 
     #[inline]
@@ -448,5 +565,31 @@ impl<'a, T> Waiting<'a, T> {
 impl<T> Drop for Waiting<'_, T> {
     fn drop(&mut self) {
         self.shared.lock().waiting_producers -= 1;
+    }
+}
+
+/// What one attempt on the shared path came to.
+enum Pushed<'a, T> {
+    /// Accepted, refused or evicting: the result for the caller.
+    Done(Result<(), PushError<T>>),
+    /// The buffer is full and no area holds places: the item, with the state lock (and the
+    /// handle's area) still held, for the caller to wait or refuse.
+    Full(T, crate::shared::Guard<'a, State<T>>, Option<MutexGuard<'a, Run<T>>>),
+}
+
+/// Hands `stage`'s run to the core and wakes whoever that concerns.
+fn hand_over<T>(shared: &Shared<T>, stage: &Stage<T>) {
+    let mut run = stage.lock();
+    let mut st = shared.lock();
+    let freed = stage.hand_over(&mut run, &mut st);
+    let wake = st.core.poll_wake() && st.lane_needs_waking();
+    let room = freed && st.waiting_producers > 0;
+    drop(st);
+    drop(run);
+    if wake {
+        shared.work.notify_waiters();
+    }
+    if room {
+        shared.space.notify_waiters();
     }
 }

@@ -15,6 +15,7 @@ use tokio::sync::Notify;
 
 use crate::handler::{BatchError, DeadLetter};
 use crate::shutdown::Abandoned;
+use crate::stage::Stage;
 
 tokio::task_local! {
     /// Set while a batcher's worker is polled: the batcher's id ([`Shared::id`]). A handle used
@@ -44,6 +45,10 @@ pub(crate) type WeighFn<T> = dyn Fn(&T) -> u32 + Send + Sync;
 
 pub(crate) struct Shared<T> {
     state: Mutex<State<T>>,
+    /// The handles' staging areas (see [`crate::stage`]); locked before an area and the state.
+    pub(crate) stages: Mutex<Vec<Arc<Stage<T>>>>,
+    /// Places a staging area holds per run; 0: no staging (every add goes through the state).
+    pub(crate) places: usize,
     /// A batch may be due, a deadline moved, a slot freed, or the batcher closed or resumed.
     pub(crate) work: Notify,
     /// Room appeared in the buffer (producers waiting in `add`).
@@ -71,6 +76,8 @@ pub(crate) struct Shared<T> {
 pub(crate) struct State<T> {
     pub(crate) core: Core<T>,
     pub(crate) waiting_producers: usize,
+    /// Live staged runs: (area, start). The lanes' linger timer covers the oldest.
+    pub(crate) runs: Vec<(usize, Instant)>,
     /// Per lane: `Some(t)` while the lane waits for work with its timer armed for `t`
     /// (`Some(Instant::MAX)`: waiting with no timer); `None` while it works.
     pub(crate) idle: Vec<Option<Instant>>,
@@ -96,11 +103,13 @@ impl<T> Shared<T> {
         on_error: Option<Arc<OnError<T>>>,
         on_evict: Option<Box<OnEvict<T>>>,
         weigher: Option<Weigher<T>>,
+        places: usize,
     ) -> Self {
         Self {
             state: Mutex::new(State {
                 core,
                 waiting_producers: 0,
+                runs: Vec::new(),
                 idle: vec![None; lanes],
                 flush_waiters: 0,
                 callbacks: Vec::with_capacity(lanes.saturating_add(4)),
@@ -108,6 +117,8 @@ impl<T> Shared<T> {
                 remainder: Vec::new(),
                 abandoned: Vec::new(),
             }),
+            stages: Mutex::new(Vec::new()),
+            places,
             work: Notify::new(),
             space: Notify::new(),
             settled: Notify::new(),
@@ -130,6 +141,18 @@ impl<T> Shared<T> {
     #[inline]
     pub(crate) fn lock(&self) -> MutexGuard<'_, State<T>> {
         self.state.lock()
+    }
+
+    /// The counters, with the items staged in the handles' areas counted as accepted and
+    /// buffered (read under the state lock, which every hand-over holds: they add up).
+    pub(crate) fn metrics(&self) -> batch_core::Metrics {
+        let stages = self.stages.lock();
+        let st = self.lock();
+        let mut m = st.core.metrics();
+        let staged = crate::stage::staged_total(&stages);
+        m.accepted = m.accepted.wrapping_add(staged as _);
+        m.buffered = m.buffered.wrapping_add(staged as _);
+        m
     }
 
     /// Tokio's clock (virtual under `start_paused`) as core time.

@@ -156,6 +156,9 @@ impl<T> Batcher<T> {
     /// Stops taking items and starts the drain, without waiting.
     pub fn close(&self) {
         self.shared.lock().core.close();
+        // Closed first, so that no area is granted places any more; then the staged runs (items
+        // accepted before) go to the core, to be drained.
+        crate::stage::collect(&self.shared);
         self.shared.work.notify_waiters();
         // Producers waiting for room get their item back now.
         self.shared.space.notify_waiters();

@@ -102,9 +102,11 @@ struct FinishGuard<T>(Arc<Shared<T>>);
 
 impl<T> Drop for FinishGuard<T> {
     fn drop(&mut self) {
+        self.0.lock().core.close();
+        // Staged runs go to the core (and so to the remainder, below, if nothing drains them).
+        crate::stage::collect(&self.0);
         {
             let mut st = self.0.lock();
-            st.core.close();
             if !st.core.is_finished() || !st.given_back.is_empty() {
                 // Dropped before it drained (its runtime shut down, or its task was aborted):
                 // the lanes gave their batches back as they were dropped; hand everything held
@@ -277,8 +279,26 @@ async fn next_batch<T: 'static>(
                 return None;
             }
             let now = shared.now();
+            if !st.runs.is_empty()
+                && st.core.len() < max_batch
+                && st.core.next_cut().is_some_and(|due| due <= now)
+            {
+                // A batch that is not full is due: staged items join it, as they would have
+                // without staging.
+                drop(st);
+                crate::stage::collect(shared);
+                st = shared.lock();
+            }
             if let Some(flush) = cut(shared, &mut st, lane.buf(), now) {
                 return Some(flush);
+            }
+            // Runs staged in the handles' areas: once the oldest is due, they all go to the core
+            // (where the run's start anchors linger), and the lane looks again.
+            let staged = crate::stage::oldest_run(&st).and_then(|since| st.core.staged_deadline(since));
+            if staged.is_some_and(|due| due <= now) {
+                drop(st);
+                crate::stage::collect(shared);
+                continue;
             }
             if st.core.is_finished() {
                 drop(st);
@@ -288,7 +308,11 @@ async fn next_batch<T: 'static>(
             if st.waiting_producers > 0 {
                 shared.space.notify_waiters();
             }
-            timer.arm(shared, st.core.next_cut(), now);
+            let due = match (st.core.next_cut(), staged) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            timer.arm(shared, due, now);
             st.idle[id] = Some(timer.armed.filter(|&at| at > now).unwrap_or(Instant::MAX));
         }
         let armed = timer.armed.is_some();
