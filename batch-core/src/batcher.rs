@@ -799,7 +799,7 @@ impl<T, Q: Queue<T>, S: Slots> BatchCore<T, Q, S> {
         if self.config.get_max_weight().is_none() {
             // No weights to add up: move the whole batch at once.
             len = room.min(self.queue.len());
-            out.extend_from(self.queue.drain_front(len));
+            self.queue.move_front_into(len, out);
         } else {
             while len < room {
                 let Some(front) = self.queue.front() else { break };

@@ -84,6 +84,27 @@ pub trait Queue<T> {
             self.pop_front()
         })
     }
+    /// Moves the `n` oldest items (fewer if it holds fewer) into `out`, which has room for them,
+    /// oldest first: a batch cut. Implementations override it where the move can see both
+    /// concrete types (a `VecDeque` drained into a `Vec` is a tight copy, not a push per item).
+    fn move_front_into<B: BatchBuf<T>>(&mut self, n: usize, out: &mut B) {
+        out.extend_from(self.drain_front(n));
+    }
+    /// Appends items from `items` while there is room, in order; returns how many. A staged run
+    /// handed over in one piece (`BatchCore::push_staged`). Implementations override it with a
+    /// bulk append where they can.
+    fn extend_back(&mut self, items: &mut impl Iterator<Item = T>) -> usize {
+        let mut n = 0;
+        while self.len() < self.capacity() {
+            let Some(item) = items.next() else { break };
+            if let Err(item) = self.push_back(item) {
+                drop(item); // not reachable: the loop checked for room
+                break;
+            }
+            n += 1;
+        }
+        n
+    }
 }
 
 impl<T, const N: usize> Queue<T> for heapless::Deque<T, N> {
@@ -320,6 +341,29 @@ mod alloc_impls {
                 w.drain(..n);
             }
             self.items.drain(..n)
+        }
+        #[inline]
+        fn move_front_into<B: BatchBuf<T>>(&mut self, n: usize, out: &mut B) {
+            let n = n.min(self.items.len());
+            if let Some(w) = &mut self.weights {
+                w.drain(..n);
+            }
+            out.extend_from(self.items.drain(..n));
+        }
+        fn extend_back(&mut self, items: &mut impl Iterator<Item = T>) -> usize {
+            let room = self.capacity.saturating_sub(self.items.len());
+            let before = self.items.len();
+            if let Some(w) = &mut self.weights {
+                // Items without a weight of their own weigh nothing here (the core grants no
+                // staging places under a weight limit).
+                for item in items.take(room) {
+                    self.items.push_back(item);
+                    w.push_back(0);
+                }
+            } else {
+                self.items.extend(items.take(room));
+            }
+            self.items.len() - before
         }
         fn keeps_weights(&self) -> bool {
             self.weights.is_some()

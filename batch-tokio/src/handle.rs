@@ -228,7 +228,7 @@ impl<T> Batcher<T> {
             Ok(()) => Ok(()),
             Err(item) => {
                 let weight = self.shared.weigh(&item);
-                match self.push_now(item, false, weight) {
+                match self.push_now(item, false, weight, true) {
                     Pushed::Done(result) => result,
                     Pushed::Full(item, mut st, own) => {
                         drop(own);
@@ -284,9 +284,10 @@ impl<T> Batcher<T> {
     /// One attempt on the shared path, with this handle's run handed over first (so that its
     /// earlier items stay ahead) and, after a plain add, the next run started. When the buffer is
     /// full while areas hold places, it takes them back and looks again (every accepted item is
-    /// then in the core, where a full buffer is a due batch); if it is full with no places
-    /// granted, it returns the item with the locks held, for the caller to wait or refuse.
-    fn push_now(&self, item: T, urgent: bool, weight: Option<u32>) -> Pushed<'_, T> {
+    /// then in the core, where a full buffer is a due batch); `exact` (`try_add`) does so always,
+    /// a producer that may wait only when the core holds no full batch. If the buffer is still
+    /// full, it returns the item with the locks held, for the caller to wait or refuse.
+    fn push_now(&self, item: T, urgent: bool, weight: Option<u32>, exact: bool) -> Pushed<'_, T> {
         loop {
             let stage = if urgent { self.stage.get() } else { self.stage_for_add() };
             let mut own = stage.map(|s| (s, s.lock()));
@@ -318,8 +319,11 @@ impl<T> Batcher<T> {
                 drop(own);
                 return Pushed::Done(self.finish_push(st, result));
             }
-            if st.core.reserved() > 0 {
-                // Other areas hold places: take them back, then look again.
+            let full_batch = st.core.len() >= st.core.config().max_batch_for(st.core.capacity());
+            if st.core.reserved() > 0 && (exact || !full_batch) {
+                // Other areas hold places: take them back, then look again. A producer that may
+                // wait skips this while the core holds a full batch: its cut makes room, and
+                // collecting every area at each full buffer costs more than it gains.
                 drop(st);
                 drop(own);
                 stage::collect(&self.shared);
@@ -335,7 +339,7 @@ impl<T> Batcher<T> {
         let mut item = item;
         let mut waiting = None;
         loop {
-            let room = match self.push_now(item, urgent, weight) {
+            let room = match self.push_now(item, urgent, weight, false) {
                 Pushed::Done(result) => return result,
                 Pushed::Full(back, mut st, own) => {
                     drop(own);

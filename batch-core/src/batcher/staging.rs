@@ -83,16 +83,7 @@ impl<T, Q: Queue<T>, S: Slots> BatchCore<T, Q, S> {
         self.reserved = self.reserved.saturating_sub(granted);
         let was_empty = self.queue.len() == 0;
         let first = self.accepted;
-        let mut taken = 0usize;
-        while self.queue.len() < self.queue.capacity() {
-            let Some(item) = items.next() else { break };
-            if let Err(item) = self.queue.push_back(item) {
-                // Not reachable: the loop checked for room.
-                drop(item);
-                break;
-            }
-            taken += 1;
-        }
+        let taken = self.queue.extend_back(items);
         self.accepted += taken as u64;
         if taken > 0 {
             if was_empty {
