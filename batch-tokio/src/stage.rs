@@ -3,7 +3,8 @@
 //! Each [`Batcher`](crate::Batcher) handle that adds more than once gets a staging area of its
 //! own. A run starts on the shared path: the run's first item goes into the core under the state
 //! lock, and the core grants places for up to [`RUN`]` - 1` more (`BatchCore::reserve`, at most
-//! half of the room left). The next items of the run only take the handle's own lock, which no
+//! half of the room left and never up to the next full batch, so that a producer's
+//! batch-completing item comes through the core and its size cut is exact). The next items of the run only take the handle's own lock, which no
 //! other producer touches, and append to its buffer. When the places are used up, the next add
 //! hands the run over to the core in one piece (`BatchCore::push_staged`) and starts the next
 //! run, under one state lock: one shared lock per run instead of one per item.
@@ -13,11 +14,15 @@
 //! - Per-producer FIFO: a handle's items go through its area in order, and every other path of
 //!   the handle (`add_urgent`, `add_many`, a run's first item, dropping the handle) hands the area
 //!   over first.
-//! - Backpressure is exact: granted places count against the capacity in the core. An add that
-//!   finds the buffer full while other areas hold places takes them back ([`collect`]) before it
-//!   waits or refuses: every accepted item is then in the core, where a full buffer is a due
-//!   batch (with a long linger, staged items would otherwise hold back the size trigger the
-//!   waiting producer needs).
+//! - Backpressure is exact: granted places count against the capacity in the core. A `try_add`
+//!   that finds the buffer full while other areas hold places takes them back ([`collect`])
+//!   before it refuses; an `add` or `add_many` does so before it waits unless the core holds a
+//!   full batch (whose cut makes room): every accepted item is then in the core, where a full
+//!   buffer is a due batch (with a long linger, staged items would otherwise hold back the size
+//!   trigger the waiting producer needs).
+//! - What is given up: with several producers, a size cut waits until the runs that complete
+//!   the batch are handed over, and items of different producers reach the handler in the order
+//!   their runs were handed over.
 //! - Linger: the state lists each live run with its start ([`State::runs`]); the lanes arm their
 //!   timer for the core's `staged_deadline` of the oldest and, once it is due, collect every area
 //!   into the core, where the arrival of the run's first staged item anchors linger. A lane about
