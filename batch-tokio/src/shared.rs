@@ -220,6 +220,19 @@ impl<T> Shared<T> {
 }
 
 impl<T> State<T> {
+    /// Gives up batch `seq`, which a handler still holds (its items cannot come back by value):
+    /// it is counted and reported as abandoned.
+    pub(crate) fn abandon_held(&mut self, seq: u64) {
+        if let Some(len) = self.core.abandon_held(seq) {
+            tracing::error!(
+                seq,
+                len,
+                "a handler still holds this batch at the shutdown deadline; reported abandoned"
+            );
+            self.abandoned.push(Abandoned { seq, len });
+        }
+    }
+
     /// Whether every item accepted before `token` reached a final outcome, its callback included.
     pub(crate) fn is_flushed(&self, token: batch_core::FlushToken) -> bool {
         let before = token.items_before();

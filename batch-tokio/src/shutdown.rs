@@ -200,14 +200,7 @@ impl<T> Batcher<T> {
 fn take_over<T>(st: &mut State<T>) {
     let held: Vec<u64> = st.core.in_flight_seqs().collect();
     for seq in held {
-        if let Some(len) = st.core.abandon_held(seq) {
-            tracing::error!(
-                seq,
-                len,
-                "shutdown deadline: a handler still holds this batch; reported abandoned"
-            );
-            st.abandoned.push(Abandoned { seq, len });
-        }
+        st.abandon_held(seq);
     }
     st.abandoned.sort_by_key(|a| a.seq);
     collect_remainder(st);

@@ -13,7 +13,6 @@ use futures_lite::FutureExt as _;
 
 use crate::handler::{Batch, BatchError, DeadLetter, Handler, Items};
 use crate::shared::{Shared, State, far_future};
-use crate::shutdown::Abandoned;
 
 /// The future that drives a batcher: spawn it on a tokio runtime (or use
 /// [`Builder::spawn`](crate::Builder::spawn), which does). It ends once the batcher is closed
@@ -508,14 +507,7 @@ fn give_back<T: 'static>(shared: &Shared<T>, seq: u64, batch: &mut Batch<T>) {
             Some(items)
         }
     } else {
-        if let Some(len) = st.core.abandon_held(seq) {
-            tracing::error!(
-                seq,
-                len,
-                "a handler kept its batch past the shutdown deadline; reported abandoned"
-            );
-            st.abandoned.push(Abandoned { seq, len });
-        }
+        st.abandon_held(seq);
         None
     };
     drop(st);

@@ -126,26 +126,7 @@ fn test() -> Result {
         t.cargo_test(cargo(&root).args(["test", "--workspace", "--locked"]))
     });
     t.step("batch-core with the store feature: tests and clippy", |t| {
-        t.cargo_test(cargo(&root).args([
-            "test",
-            "-p",
-            "batch-core",
-            "--locked",
-            "--features",
-            "store,alloc",
-        ]))?;
-        util::run(cargo(&root).args([
-            "clippy",
-            "-p",
-            "batch-core",
-            "--all-targets",
-            "--locked",
-            "--features",
-            "store,alloc",
-            "--",
-            "-D",
-            "warnings",
-        ]))
+        test_and_lint(t, &root, "batch-core", "store,alloc")
     });
     disk_store_steps(&mut t, &root);
     flash_store_steps(&mut t, &root);
@@ -203,30 +184,28 @@ fn test() -> Result {
     finish(&t)
 }
 
+/// `cargo test` and `cargo clippy --all-targets -D warnings` of one package with `features`.
+fn test_and_lint(t: &mut Tally, root: &std::path::Path, package: &str, features: &str) -> Result {
+    t.cargo_test(cargo(root).args(["test", "-p", package, "--locked", "--features", features]))?;
+    util::run(cargo(root).args([
+        "clippy",
+        "-p",
+        package,
+        "--all-targets",
+        "--locked",
+        "--features",
+        features,
+        "--",
+        "-D",
+        "warnings",
+    ]))
+}
+
 /// batch-tokio's `DiskStore`: its tests (the process-kill crash test among them) and clippy with
 /// the `disk-store` feature, and clippy on the store measurement binary.
 fn disk_store_steps(t: &mut Tally, root: &std::path::Path) {
     t.step("batch-tokio with the disk-store feature: tests (crash test included) and clippy", |t| {
-        t.cargo_test(cargo(root).args([
-            "test",
-            "-p",
-            "batch-tokio",
-            "--locked",
-            "--features",
-            "disk-store",
-        ]))?;
-        util::run(cargo(root).args([
-            "clippy",
-            "-p",
-            "batch-tokio",
-            "--all-targets",
-            "--locked",
-            "--features",
-            "disk-store",
-            "--",
-            "-D",
-            "warnings",
-        ]))?;
+        test_and_lint(t, root, "batch-tokio", "disk-store")?;
         util::run(cargo(root).env("RUSTDOCFLAGS", "-D warnings").args([
             "doc",
             "-p",
@@ -258,26 +237,7 @@ fn disk_store_steps(t: &mut Tally, root: &std::path::Path) {
 /// recovery) and clippy with the feature.
 fn flash_store_steps(t: &mut Tally, root: &std::path::Path) {
     t.step("batch-embassy with the flash-store feature: tests (power cuts, fuzzing) and clippy", |t| {
-        t.cargo_test(cargo(root).args([
-            "test",
-            "-p",
-            "batch-embassy",
-            "--locked",
-            "--features",
-            "flash-store",
-        ]))?;
-        util::run(cargo(root).args([
-            "clippy",
-            "-p",
-            "batch-embassy",
-            "--all-targets",
-            "--locked",
-            "--features",
-            "flash-store",
-            "--",
-            "-D",
-            "warnings",
-        ]))
+        test_and_lint(t, root, "batch-embassy", "flash-store")
     });
 }
 
