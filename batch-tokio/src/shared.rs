@@ -62,8 +62,6 @@ pub(crate) struct Shared<T> {
     pub(crate) finished: AtomicBool,
     /// A shutdown deadline expired: lanes stop and give their batches back.
     pub(crate) aborted: AtomicBool,
-    /// The worker found no tokio timers and stopped.
-    pub(crate) no_timers: AtomicBool,
     /// Live `Batcher` handles; the last one to go closes the batcher.
     pub(crate) handles: AtomicUsize,
     epoch: tokio::time::Instant,
@@ -126,7 +124,6 @@ impl<T> Shared<T> {
             abort: Notify::new(),
             finished: AtomicBool::new(false),
             aborted: AtomicBool::new(false),
-            no_timers: AtomicBool::new(false),
             handles: AtomicUsize::new(1),
             epoch: tokio::time::Instant::now(),
             on_error,

@@ -82,7 +82,6 @@ impl Worker {
                 // retry delay could ever fire. Stop now; the finish guard closes the batcher and
                 // keeps what was accepted for `shutdown`'s report.
                 tracing::error!("batch-tokio: the worker runs without tokio timers; batcher stopped");
-                shared.no_timers.store(true, Ordering::Release);
                 return;
             }
             JoinAll { lanes }.await;

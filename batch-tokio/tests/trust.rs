@@ -51,6 +51,34 @@ fn quiet_panics() {
     });
 }
 
+/// Tests whose subject is a thread that user code blocks run on a thread of their own, bounded
+/// on the wall clock: a regression to a hang fails the suite instead of stalling it.
+fn bounded(test: impl FnOnce() + Send + 'static) {
+    const LIMIT: Duration = Duration::from_secs(30);
+    let (done, finished) = mpsc::channel();
+    let thread = std::thread::spawn(move || {
+        test();
+        let _ = done.send(());
+    });
+    match finished.recv_timeout(LIMIT) {
+        Ok(()) => thread.join().unwrap(),
+        Err(mpsc::RecvTimeoutError::Disconnected) => {
+            if let Err(panic) = thread.join() {
+                std::panic::resume_unwind(panic);
+            }
+        }
+        Err(mpsc::RecvTimeoutError::Timeout) => panic!("hung: not finished within {LIMIT:?}"),
+    }
+}
+
+fn multi_thread() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
+}
+
+fn current_thread() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
+}
+
 // ------------------------------------------------------------------------------------------------
 // 1. Every user callback is a fault domain
 // ------------------------------------------------------------------------------------------------
@@ -203,35 +231,39 @@ fn the_weigher_runs_outside_the_lock_and_its_panic_is_contained() {
 
 /// The gateway's own pattern: the batch goes to `spawn_blocking`, which is still writing when
 /// the deadline passes. Before the fix the report said `returned = 3` with an empty remainder.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_batch_kept_by_spawn_blocking_past_the_deadline_is_abandoned_not_returned() {
-    let (release, gate) = mpsc::channel::<()>();
-    let gate = Arc::new(Mutex::new(gate));
-    let b = Batcher::builder()
-        .max_batch(3)
-        .spawn(handler::from_fn(move |mut batch: Batch<u32>| {
-            let gate = Arc::clone(&gate);
-            async move {
-                let items = batch.share();
-                tokio::task::spawn_blocking(move || {
-                    let _ = gate.lock().unwrap().recv(); // a slow disk
-                    items.len()
-                })
-                .await
-                .map(drop)
-            }
-        }))
-        .unwrap();
-    b.add_many([1, 2, 3]).await.unwrap();
-    b.add_many([4, 5]).await.unwrap(); // buffered behind it
-    let report = b.shutdown_timeout(ms(200)).await;
-    release.send(()).unwrap();
-    assert!(report.timed_out);
-    assert_eq!(report.abandoned, vec![Abandoned { seq: 0, len: 3 }]);
-    assert_eq!(report.remainder, vec![4, 5]);
-    let m = report.metrics;
-    assert_eq!((m.returned, m.abandoned, m.delivered), (2, 3, 0));
-    assert!(m.is_consistent(), "{m:?}");
+#[test]
+fn a_batch_kept_by_spawn_blocking_past_the_deadline_is_abandoned_not_returned() {
+    bounded(|| {
+        multi_thread().block_on(async {
+            let (release, gate) = mpsc::channel::<()>();
+            let gate = Arc::new(Mutex::new(gate));
+            let b = Batcher::builder()
+                .max_batch(3)
+                .spawn(handler::from_fn(move |mut batch: Batch<u32>| {
+                    let gate = Arc::clone(&gate);
+                    async move {
+                        let items = batch.share();
+                        tokio::task::spawn_blocking(move || {
+                            let _ = gate.lock().unwrap().recv(); // a slow disk
+                            items.len()
+                        })
+                        .await
+                        .map(drop)
+                    }
+                }))
+                .unwrap();
+            b.add_many([1, 2, 3]).await.unwrap();
+            b.add_many([4, 5]).await.unwrap(); // buffered behind it
+            let report = b.shutdown_timeout(ms(200)).await;
+            release.send(()).unwrap();
+            assert!(report.timed_out);
+            assert_eq!(report.abandoned, vec![Abandoned { seq: 0, len: 3 }]);
+            assert_eq!(report.remainder, vec![4, 5]);
+            let m = report.metrics;
+            assert_eq!((m.returned, m.abandoned, m.delivered), (2, 3, 0));
+            assert!(m.is_consistent(), "{m:?}");
+        });
+    });
 }
 
 #[tokio::test(start_paused = true)]
@@ -258,98 +290,108 @@ async fn a_handler_cut_short_hands_its_batch_back_by_value() {
 /// Generous slack above `deadline + SHUTDOWN_GRACE` for a loaded 2-core CI machine.
 const SLACK: Duration = ms(1_500);
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn shutdown_timeout_returns_on_time_when_a_sync_handler_blocks_its_thread() {
-    let (release, gate) = mpsc::channel::<()>();
-    let gate = Mutex::new(gate);
-    let b = Batcher::builder()
-        .max_batch(2)
-        .spawn(handler::from_sync(move |_: &[u32]| {
-            let _ = gate.lock().unwrap().recv(); // blocks a runtime thread
-            Ok::<_, std::io::Error>(())
-        }))
-        .unwrap();
-    b.add_many([1, 2, 3]).await.unwrap();
-    tokio::task::yield_now().await;
-    let started = std::time::Instant::now();
-    let report = b.shutdown_timeout(ms(200)).await;
-    let took = started.elapsed();
-    release.send(()).unwrap();
-    assert!(took < ms(200) + SHUTDOWN_GRACE + SLACK, "took {took:?}");
-    assert!(report.timed_out);
-    assert_eq!(report.abandoned, vec![Abandoned { seq: 0, len: 2 }]);
-    assert_eq!(report.remainder, vec![3]);
-    assert!(report.metrics.is_consistent());
+#[test]
+fn shutdown_timeout_returns_on_time_when_a_sync_handler_blocks_its_thread() {
+    bounded(|| {
+        multi_thread().block_on(async {
+            let (release, gate) = mpsc::channel::<()>();
+            let gate = Mutex::new(gate);
+            let b = Batcher::builder()
+                .max_batch(2)
+                .spawn(handler::from_sync(move |_: &[u32]| {
+                    let _ = gate.lock().unwrap().recv(); // blocks a runtime thread
+                    Ok::<_, std::io::Error>(())
+                }))
+                .unwrap();
+            b.add_many([1, 2, 3]).await.unwrap();
+            tokio::task::yield_now().await;
+            let started = std::time::Instant::now();
+            let report = b.shutdown_timeout(ms(200)).await;
+            let took = started.elapsed();
+            release.send(()).unwrap();
+            assert!(took < ms(200) + SHUTDOWN_GRACE + SLACK, "took {took:?}");
+            assert!(report.timed_out);
+            assert_eq!(report.abandoned, vec![Abandoned { seq: 0, len: 2 }]);
+            assert_eq!(report.remainder, vec![3]);
+            assert!(report.metrics.is_consistent());
+        });
+    });
 }
 
 /// A handler that never returns, on a current-thread runtime that it blocks for good, and a
 /// shutdown awaited from another thread with no runtime at all (a signal-handling thread).
 #[test]
 fn shutdown_timeout_works_outside_a_runtime_while_the_handler_never_returns() {
-    let (ready_tx, ready) = mpsc::channel();
-    let (batcher_tx, batcher_rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-        rt.block_on(async move {
-            let b = Batcher::builder()
-                .max_batch(1)
-                .spawn(handler::from_sync(move |_: &[u32]| -> Result<(), std::io::Error> {
-                    let _ = ready_tx.send(());
-                    loop {
-                        std::thread::park(); // never returns
-                    }
-                }))
-                .unwrap();
-            b.try_add(1).unwrap();
-            b.try_add(2).unwrap();
-            batcher_tx.send(b).unwrap();
-            std::future::pending::<()>().await;
+    bounded(|| {
+        let (ready_tx, ready) = mpsc::channel();
+        let (batcher_tx, batcher_rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(async move {
+                let b = Batcher::builder()
+                    .max_batch(1)
+                    .spawn(handler::from_sync(move |_: &[u32]| -> Result<(), std::io::Error> {
+                        let _ = ready_tx.send(());
+                        loop {
+                            std::thread::park(); // never returns
+                        }
+                    }))
+                    .unwrap();
+                b.try_add(1).unwrap();
+                b.try_add(2).unwrap();
+                batcher_tx.send(b).unwrap();
+                std::future::pending::<()>().await;
+            });
         });
+        let b: Batcher<u32> = batcher_rx.recv().unwrap();
+        ready.recv().unwrap(); // the handler has the thread
+        let started = std::time::Instant::now();
+        let report = futures_lite::future::block_on(b.shutdown_timeout(ms(200)));
+        let took = started.elapsed();
+        assert!(took < ms(200) + SHUTDOWN_GRACE + SLACK, "took {took:?}");
+        assert!(report.timed_out);
+        assert_eq!(report.abandoned, vec![Abandoned { seq: 0, len: 1 }]);
+        assert_eq!(report.remainder, vec![2]);
+        assert!(report.metrics.is_consistent());
     });
-    let b: Batcher<u32> = batcher_rx.recv().unwrap();
-    ready.recv().unwrap(); // the handler has the thread
-    let started = std::time::Instant::now();
-    let report = futures_lite::future::block_on(b.shutdown_timeout(ms(200)));
-    let took = started.elapsed();
-    assert!(took < ms(200) + SHUTDOWN_GRACE + SLACK, "took {took:?}");
-    assert!(report.timed_out);
-    assert_eq!(report.abandoned, vec![Abandoned { seq: 0, len: 1 }]);
-    assert_eq!(report.remainder, vec![2]);
-    assert!(report.metrics.is_consistent());
 }
 
 /// `from_blocking` keeps a blocking sink off the runtime's threads: on a current-thread runtime,
 /// other tasks and producers go on while it blocks (with a blocking `from_sync` the only thread
 /// would be held and the task below would never run: the 5 s bound turns that into a failure).
-#[tokio::test(flavor = "current_thread")]
-async fn a_blocking_handler_does_not_starve_the_runtime() {
-    let (release, gate) = mpsc::channel::<()>();
-    let gate = Mutex::new(gate);
-    let (entered_tx, entered) = mpsc::channel::<()>();
-    let entered_tx = Mutex::new(entered_tx);
-    let b = Batcher::builder()
-        .capacity(8)
-        .max_batch(2)
-        .spawn(handler::from_blocking(move |_: &[u32]| {
-            let _ = entered_tx.lock().unwrap().send(());
-            let _ = gate.lock().unwrap().recv();
-            Ok::<_, std::io::Error>(())
-        }))
-        .unwrap();
-    b.add_many([1, 2]).await.unwrap();
-    // Wait (on the blocking pool, not this thread) until the handler holds its thread.
-    tokio::task::spawn_blocking(move || entered.recv()).await.unwrap().unwrap();
-    let other = tokio::spawn(async { 42 });
-    let ran = tokio::time::timeout(Duration::from_secs(5), other).await;
-    assert_eq!(ran.ok().and_then(Result::ok), Some(42), "another task ran while the handler blocked");
-    for i in 3..9 {
-        b.try_add(i).unwrap();
-    }
-    for _ in 0..4 {
-        release.send(()).unwrap();
-    }
-    let report = b.shutdown().await;
-    assert_eq!(report.metrics.delivered, 8);
+#[test]
+fn a_blocking_handler_does_not_starve_the_runtime() {
+    bounded(|| {
+        current_thread().block_on(async {
+            let (release, gate) = mpsc::channel::<()>();
+            let gate = Mutex::new(gate);
+            let (entered_tx, entered) = mpsc::channel::<()>();
+            let entered_tx = Mutex::new(entered_tx);
+            let b = Batcher::builder()
+                .capacity(8)
+                .max_batch(2)
+                .spawn(handler::from_blocking(move |_: &[u32]| {
+                    let _ = entered_tx.lock().unwrap().send(());
+                    let _ = gate.lock().unwrap().recv();
+                    Ok::<_, std::io::Error>(())
+                }))
+                .unwrap();
+            b.add_many([1, 2]).await.unwrap();
+            // Wait (on the blocking pool, not this thread) until the handler holds its thread.
+            tokio::task::spawn_blocking(move || entered.recv()).await.unwrap().unwrap();
+            let other = tokio::spawn(async { 42 });
+            let ran = tokio::time::timeout(Duration::from_secs(5), other).await;
+            assert_eq!(ran.ok().and_then(Result::ok), Some(42), "another task ran while the handler blocked");
+            for i in 3..9 {
+                b.try_add(i).unwrap();
+            }
+            for _ in 0..4 {
+                release.send(()).unwrap();
+            }
+            let report = b.shutdown().await;
+            assert_eq!(report.metrics.delivered, 8);
+        });
+    });
 }
 
 // ------------------------------------------------------------------------------------------------
