@@ -27,7 +27,7 @@
 //! assert_eq!((flush.trigger, &batch[..]), (Trigger::Linger, &[1, 2, 3][..]));
 //! ```
 
-use super::{BatchCore, Marks};
+use super::BatchCore;
 use crate::config::Overflow;
 use crate::storage::{Queue, Slots};
 use crate::time::Instant;
@@ -114,18 +114,6 @@ impl<T, Q: Queue<T>, S: Slots> BatchCore<T, Q, S> {
             return None;
         }
         Some(since + self.config.get_linger())
-    }
-}
-
-impl Marks {
-    /// No mark later than `at`: items older than the anchor were handed over.
-    pub(super) fn lower_to(&mut self, at: Instant) {
-        for i in 0..self.count {
-            let slot = &mut self.ring[(self.head + i) % super::MARKS];
-            if slot.1 > at {
-                slot.1 = at;
-            }
-        }
     }
 }
 

@@ -1,0 +1,166 @@
+//! The flight table: batches between their cut and their final outcome, their attempts, the
+//! retry back-off with jitter, and giving a batch up at a shutdown deadline.
+
+use super::{BatchCore, Completion, Outcome, add};
+use crate::metrics::Count;
+use crate::storage::{InFlight, Phase, Queue, Slots};
+use crate::time::{Duration, Instant};
+
+impl<T, Q: Queue<T>, S: Slots> BatchCore<T, Q, S> {
+    /// Reports how an attempt of batch `seq` ended, at `now`. Returns `None` if `seq` has no
+    /// running attempt (a driver bug, reported instead of panicking).
+    pub fn handle_completion(&mut self, now: Instant, seq: u64, outcome: Outcome) -> Option<Completion> {
+        let index = self.slots.as_slice().iter().position(|s| s.seq == seq && s.phase == Phase::Running)?;
+        let slot = self.slots.as_slice()[index];
+        let len = slot.len as usize;
+        self.wake = true;
+        match outcome {
+            Outcome::Delivered => {
+                self.remove_slot(index);
+                add(&mut self.counters.delivered, Count::from(slot.len));
+                add(&mut self.counters.batches_delivered, 1);
+                self.counters.in_flight -= Count::from(slot.len);
+                Some(Completion::Delivered { len })
+            }
+            Outcome::Failed => {
+                add(&mut self.counters.failed_attempts, 1);
+                if slot.attempt >= self.config.get_max_attempts() {
+                    self.remove_slot(index);
+                    add(&mut self.counters.dead_lettered, Count::from(slot.len));
+                    add(&mut self.counters.batches_dead_lettered, 1);
+                    self.counters.in_flight -= Count::from(slot.len);
+                    Some(Completion::DeadLettered { attempts: slot.attempt, len })
+                } else {
+                    // While paused the retry clock does not run: count from the pause, and
+                    // `resume` moves the deadline by the paused time.
+                    let from = match self.paused_at {
+                        Some(p) => p,
+                        None => now,
+                    };
+                    let at = from + self.retry_delay(slot.attempt);
+                    self.slots.as_mut_slice()[index].phase = Phase::Backoff(at);
+                    Some(Completion::Retry { attempt: slot.attempt + 1, at })
+                }
+            }
+        }
+    }
+
+    /// Gives up batch `seq` wherever it is (running or waiting to retry), for a shutdown that hit
+    /// its deadline: its items count as returned. The driver keeps them and hands them back.
+    /// Returns the number of items, or `None` if `seq` is not in flight.
+    pub fn abandon(&mut self, seq: u64) -> Option<usize> {
+        let index = self.slots.as_slice().iter().position(|s| s.seq == seq)?;
+        let slot = self.remove_slot(index);
+        self.counters.in_flight -= Count::from(slot.len);
+        add(&mut self.counters.returned, Count::from(slot.len));
+        self.wake = true;
+        Some(slot.len as usize)
+    }
+
+    /// Like [`abandon`](Self::abandon), for a batch whose items the driver cannot hand back by
+    /// value (a handler still holds them): they count as abandoned, not returned. Returns the
+    /// number of items, or `None` if `seq` is not in flight.
+    ///
+    /// ```
+    /// use batch_core::{Batch, Batcher, Config, Instant};
+    /// let mut b: Batcher<u8, 4> = Batcher::new(Config::new().max_batch(1));
+    /// b.push(Instant::ZERO, 1).unwrap();
+    /// let f = b.poll_flush(Instant::ZERO, &mut Batch::<u8, 4>::new()).unwrap();
+    /// assert_eq!(b.abandon_held(f.seq), Some(1));
+    /// let m = b.metrics();
+    /// assert_eq!((m.abandoned, m.returned, m.in_flight), (1, 0, 0));
+    /// assert!(m.is_consistent());
+    /// ```
+    pub fn abandon_held(&mut self, seq: u64) -> Option<usize> {
+        let index = self.slots.as_slice().iter().position(|s| s.seq == seq)?;
+        let slot = self.remove_slot(index);
+        self.counters.in_flight -= Count::from(slot.len);
+        add(&mut self.counters.abandoned, Count::from(slot.len));
+        self.wake = true;
+        Some(slot.len as usize)
+    }
+
+    /// Counts a panic in user code that the driver caught ([`Metrics::panics`](crate::Metrics::panics)).
+    pub fn note_panic(&mut self) {
+        add(&mut self.counters.panics, 1);
+    }
+
+    /// The sequence numbers of the batches in flight, in no particular order.
+    pub fn in_flight_seqs(&self) -> impl Iterator<Item = u64> + '_ {
+        self.slots.as_slice().iter().map(|s| s.seq)
+    }
+
+    /// Starts the next attempt of batch `seq` if its retry is due at `now` (and the batcher is not
+    /// paused). Returns the attempt's number; the driver runs the handler again on the items it
+    /// kept and reports with [`handle_completion`](Self::handle_completion).
+    #[must_use]
+    pub fn poll_retry(&mut self, now: Instant, seq: u64) -> Option<u32> {
+        if self.paused_at.is_some() {
+            return None;
+        }
+        let slot = self.slots.as_mut_slice().iter_mut().find(|s| s.seq == seq)?;
+        match slot.phase {
+            Phase::Backoff(at) if now >= at => {
+                slot.phase = Phase::Running;
+                slot.attempt += 1;
+                add(&mut self.counters.retries, 1);
+                Some(slot.attempt)
+            }
+            _ => None,
+        }
+    }
+
+    /// When batch `seq`, waiting to retry, may start its next attempt (`None` if it is not
+    /// waiting). While paused this is where the deadline would be if resumed now.
+    pub fn retry_at(&self, seq: u64) -> Option<Instant> {
+        self.slots.as_slice().iter().find(|s| s.seq == seq).and_then(|s| match s.phase {
+            Phase::Backoff(at) => Some(at),
+            Phase::Running => None,
+        })
+    }
+
+    /// Removes the in-flight record at `index` (the last record takes its place). Plain copies of
+    /// a small `Copy` record: no overlapping move, so no `memmove` in the firmware image.
+    pub(super) fn remove_slot(&mut self, index: usize) -> InFlight {
+        let slots = self.slots.as_mut_slice();
+        let removed = slots[index];
+        let last = slots.len() - 1;
+        if index < last {
+            // Two disjoint `&mut`s: LLVM knows they do not overlap and copies without `memmove`.
+            let (head, tail) = slots.split_at_mut(last);
+            core::mem::swap(&mut head[index], &mut tail[0]);
+        }
+        let _ = self.slots.pop();
+        removed
+    }
+
+    pub(super) fn slot_free(&self) -> bool {
+        let used = self.slots.as_slice().len();
+        used < self.config.get_max_in_flight() && used < self.slots.capacity()
+    }
+
+    pub(super) fn retry_delay(&mut self, failed_attempt: u32) -> Duration {
+        let delay = self.config.backoff(failed_attempt).as_micros();
+        let permille = u32::from(self.config.get_jitter_permille());
+        if permille == 0 {
+            return Duration::from_micros(delay);
+        }
+        // span = delay * permille / 1000 and cut = span * r / 2^32, with multiplies only (no
+        // 64-bit division, which costs ~1 KiB of code on 32-bit MCUs). 4_294_967 = 2^32 / 1000,
+        // rounded down, so the span never exceeds the configured share.
+        let span = mul_hi(delay, permille * 4_294_967);
+        // xorshift32: small, deterministic for a given seed.
+        let mut x = self.rng;
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        self.rng = x;
+        Duration::from_micros(delay - mul_hi(span, x))
+    }
+}
+
+/// `(a * b) >> 32` without overflow or 128-bit arithmetic.
+const fn mul_hi(a: u64, b: u32) -> u64 {
+    let b = b as u64;
+    (a >> 32) * b + (((a & 0xFFFF_FFFF) * b) >> 32)
+}
