@@ -4,6 +4,8 @@
 //! A [`Batcher`] is a cloneable `Send + Sync` handle over a worker future (tower's `Buffer`
 //! shape): [`Builder::spawn`] spawns the worker, [`Builder::build`] returns it for you to spawn.
 //! All batching policy lives in `batch-core`; this crate translates tokio time and tasks.
+//! With the `metrics` feature, `MetricsExporter` publishes the counters through the `metrics`
+//! facade under OpenTelemetry's names (module `export`).
 //!
 //! ```
 //! use batch_tokio::{Batcher, handler::{self, Batch}};
@@ -68,6 +70,8 @@ mod builder;
 mod deadline;
 #[cfg(feature = "disk-store")]
 pub mod disk_store;
+#[cfg(feature = "metrics")]
+pub mod export;
 mod handle;
 pub mod handler;
 mod shared;
@@ -79,6 +83,8 @@ pub use batch_core::{ConfigError, FlushCounts, Metrics, Overflow, PushError, Tri
 pub use builder::{BuildError, Builder};
 #[cfg(feature = "disk-store")]
 pub use disk_store::{DiskStore, DiskStoreError};
+#[cfg(feature = "metrics")]
+pub use export::MetricsExporter;
 pub use handle::{Batcher, Rejected, WeakBatcher};
 pub use shutdown::{Abandoned, SHUTDOWN_GRACE, ShutdownReport};
 pub use worker::Worker;
