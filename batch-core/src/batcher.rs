@@ -16,7 +16,14 @@ mod buffer;
 mod cut;
 mod flights;
 mod marks;
+#[cfg(not(feature = "store"))]
+mod no_store;
 mod staging;
+#[cfg(feature = "store")]
+mod store;
+
+#[cfg(feature = "store")]
+pub use store::{StoreDone, StoreOp, StorePolicy};
 
 use marks::Marks;
 
@@ -74,6 +81,9 @@ pub struct Flush {
     pub oldest_age: Duration,
     /// The acceptance index of its first item (items are numbered 0, 1, 2, ... as accepted).
     pub first_item: u64,
+    /// Store and forward's write-ahead (feature `store`): append the batch to the store before
+    /// its first attempt and report with `handle_written`. Always `false` without a store.
+    pub write_ahead: bool,
 }
 
 /// How an attempt ended, reported with [`BatchCore::handle_completion`].
@@ -209,6 +219,9 @@ pub struct BatchCore<T, Q, S> {
     accepted: u64,
     /// Counters; `accepted`, `buffered` and `batches_in_flight` are filled in by `metrics()`.
     counters: Metrics,
+    /// What the core knows about its store (feature `store`).
+    #[cfg(feature = "store")]
+    store: store::StoreState,
     _items: PhantomData<fn(T) -> T>,
 }
 
@@ -391,10 +404,19 @@ impl<T, Q: Queue<T>, S: Slots> BatchCore<T, Q, S> {
                     manual: 0,
                     urgent: 0,
                     close: 0,
+                    store: 0,
                 },
                 max_item_age: Duration::ZERO,
                 panics: 0,
+                #[cfg(feature = "store")]
+                stored: 0,
+                #[cfg(feature = "store")]
+                store_lost: 0,
+                #[cfg(feature = "store")]
+                store_failures: 0,
             },
+            #[cfg(feature = "store")]
+            store: store::StoreState::new(),
             _items: PhantomData,
         }
     }
@@ -412,13 +434,14 @@ impl<T, Q: Queue<T>, S: Slots> BatchCore<T, Q, S> {
     /// Whether the buffer is full.
     #[inline]
     pub fn is_full(&self) -> bool {
-        self.queue.len() + self.reserved >= self.queue.capacity()
+        self.taken() >= self.queue.capacity()
     }
-    /// Whether a push now would be refused only because the buffer is full: an async producer
-    /// waits for room instead of pushing.
+    /// Whether a push now would be refused only because the buffer is full (or, with a store,
+    /// not open yet, or full while a spill can make room): an async producer waits for room
+    /// instead of pushing.
     #[inline]
     pub fn must_wait(&self) -> bool {
-        !self.closed && self.is_full() && self.config.get_overflow() == Overflow::Reject
+        !self.closed && (!self.store_open() || (self.is_full() && !self.may_evict()))
     }
     /// The buffer's capacity.
     pub fn capacity(&self) -> usize {
@@ -442,11 +465,17 @@ impl<T, Q: Queue<T>, S: Slots> BatchCore<T, Q, S> {
     }
     /// Closed, empty, nothing staged and nothing in flight: the driver may stop.
     pub fn is_finished(&self) -> bool {
-        self.closed && self.queue.len() == 0 && self.reserved == 0 && self.slots.as_slice().is_empty()
+        self.closed
+            && self.queue.len() == 0
+            && self.reserved == 0
+            && self.slots.as_slice().is_empty()
+            && self.store_idle()
     }
-    /// Whether every item accepted before `token` reached a final outcome.
+    /// Whether every item accepted before `token` reached a final outcome (with a store: and
+    /// was removed from it).
     pub fn is_flushed(&self, token: FlushToken) -> bool {
-        self.front_index() >= token.0 && self.slots.as_slice().iter().all(|s| s.first >= token.0)
+        self.front_index() - self.stored_items() >= token.0
+            && self.slots.as_slice().iter().all(|s| s.first >= token.0)
     }
     /// The configuration.
     pub fn config(&self) -> &Config {
@@ -458,7 +487,23 @@ impl<T, Q: Queue<T>, S: Slots> BatchCore<T, Q, S> {
         m.accepted = self.accepted as Count; // wraps with the other counters
         m.buffered = self.queue.len() as Count;
         m.batches_in_flight = self.slots.as_slice().len() as Count;
+        #[cfg(feature = "store")]
+        self.store_metrics(&mut m);
         m
+    }
+
+    /// Places taken in the buffer: items, places granted to staging areas, and items being
+    /// spilled to the store.
+    #[inline]
+    fn taken(&self) -> usize {
+        self.queue.len() + self.reserved + self.spilling()
+    }
+
+    /// Whether a push into a full buffer evicts its oldest item ([`Overflow::DropOldest`]),
+    /// rather than waiting or being refused: not while a spill to the store can make room.
+    #[inline]
+    fn may_evict(&self) -> bool {
+        self.config.get_overflow() == Overflow::DropOldest && !self.spill_may_make_room()
     }
 }
 

@@ -65,6 +65,8 @@ pub struct Config {
     jitter_seed: u32,
     max_weight: Option<u32>,
     overflow: Overflow,
+    #[cfg(feature = "store")]
+    store: Option<crate::store::StorePolicy>,
 }
 
 impl Default for Config {
@@ -87,6 +89,8 @@ impl Config {
             jitter_seed: 0x9E37_79B9,
             max_weight: None,
             overflow: Overflow::Reject,
+            #[cfg(feature = "store")]
+            store: None,
         }
     }
 
@@ -195,6 +199,27 @@ impl Config {
     pub const fn get_overflow(&self) -> Overflow {
         self.overflow
     }
+    /// Store and forward (feature `store`): batches go to a durable store as the
+    /// [`StorePolicy`](crate::store::StorePolicy) says, and the driver must report what the store
+    /// holds at boot ([`BatchCore::recovered`](crate::BatchCore::recovered)) before items are
+    /// accepted.
+    ///
+    /// ```
+    /// use batch_core::{Config, store::StorePolicy};
+    /// let c = Config::new().store(StorePolicy::new().spill(true).write_ahead(true));
+    /// assert!(c.get_store().unwrap().get_write_ahead());
+    /// ```
+    #[cfg(feature = "store")]
+    #[must_use]
+    pub const fn store(mut self, policy: crate::store::StorePolicy) -> Self {
+        self.store = Some(policy);
+        self
+    }
+    /// See [`Config::store`].
+    #[cfg(feature = "store")]
+    pub const fn get_store(&self) -> Option<crate::store::StorePolicy> {
+        self.store
+    }
 
     /// The retry delay after failed attempt number `attempt` (1-based), before jitter:
     /// `min(base * 2^(attempt-1), max_delay)`.
@@ -248,6 +273,12 @@ impl Config {
         }
         if let Some(0) = self.max_weight {
             return Err(ConfigError::ZeroMaxWeight);
+        }
+        #[cfg(feature = "store")]
+        if let Some(policy) = self.store
+            && policy.get_seq_block() == 0
+        {
+            return Err(ConfigError::ZeroSeqBlock);
         }
         Ok(())
     }
@@ -306,6 +337,8 @@ pub enum ConfigError {
     MaxWeightWithoutWeigher,
     /// A weigher was given but no `max_weight` to compare against.
     WeigherWithoutMaxWeight,
+    /// The store policy's `seq_block` is 0, so no sequence number could ever be reserved.
+    ZeroSeqBlock,
 }
 
 impl ConfigError {
@@ -320,6 +353,7 @@ impl ConfigError {
             Self::JitterAboveOne { .. } => "jitter",
             Self::ZeroMaxWeight | Self::MaxWeightWithoutWeigher => "max_weight",
             Self::WeigherWithoutMaxWeight => "weigher",
+            Self::ZeroSeqBlock => "seq_block",
         }
     }
 }
@@ -348,6 +382,9 @@ impl ConfigError {
             Self::ZeroMaxWeight => "max_weight is 0: every item would be too heavy",
             Self::MaxWeightWithoutWeigher => "max_weight is set but no weigher was given to measure items",
             Self::WeigherWithoutMaxWeight => "a weigher was given but max_weight is not set",
+            Self::ZeroSeqBlock => {
+                "seq_block is 0: the store policy must reserve at least one sequence number at a time"
+            }
         }
     }
 }
@@ -382,6 +419,7 @@ impl fmt::Display for ConfigError {
                 f.write_str("max_weight is set but no weigher was given to measure items")
             }
             Self::WeigherWithoutMaxWeight => f.write_str("a weigher was given but max_weight is not set"),
+            Self::ZeroSeqBlock => f.write_str(self.message()),
         }
     }
 }

@@ -45,12 +45,22 @@ pub enum Trigger {
     Urgent,
     /// The batcher is closing and drains what it holds.
     Close,
+    /// Not a cut from the buffer: a batch loaded from the store (spilled there during an
+    /// overflow, or recovered after a boot), under the sequence number it was stored with.
+    Store,
 }
 
 impl Trigger {
     /// Every trigger, in the order of [`FlushCounts`]'s fields.
-    pub const ALL: [Trigger; 6] =
-        [Trigger::Size, Trigger::Weight, Trigger::Linger, Trigger::Manual, Trigger::Urgent, Trigger::Close];
+    pub const ALL: [Trigger; 7] = [
+        Trigger::Size,
+        Trigger::Weight,
+        Trigger::Linger,
+        Trigger::Manual,
+        Trigger::Urgent,
+        Trigger::Close,
+        Trigger::Store,
+    ];
 
     /// A short lower-case name, for logs.
     pub const fn name(self) -> &'static str {
@@ -61,6 +71,7 @@ impl Trigger {
             Trigger::Manual => "manual",
             Trigger::Urgent => "urgent",
             Trigger::Close => "close",
+            Trigger::Store => "store",
         }
     }
 }
@@ -88,6 +99,8 @@ pub struct FlushCounts {
     pub urgent: Count,
     /// Cut while closing.
     pub close: Count,
+    /// Loaded from the store ([`Trigger::Store`]).
+    pub store: Count,
 }
 
 impl FlushCounts {
@@ -105,6 +118,7 @@ impl FlushCounts {
             Trigger::Manual => self.manual,
             Trigger::Urgent => self.urgent,
             Trigger::Close => self.close,
+            Trigger::Store => self.store,
         }
     }
     /// All batches cut.
@@ -115,6 +129,7 @@ impl FlushCounts {
             .wrapping_add(self.manual)
             .wrapping_add(self.urgent)
             .wrapping_add(self.close)
+            .wrapping_add(self.store)
     }
     fn slot(&mut self, trigger: Trigger) -> &mut Count {
         match trigger {
@@ -124,12 +139,14 @@ impl FlushCounts {
             Trigger::Manual => &mut self.manual,
             Trigger::Urgent => &mut self.urgent,
             Trigger::Close => &mut self.close,
+            Trigger::Store => &mut self.store,
         }
     }
 }
 
 /// A snapshot of a batcher's counters. Item counts obey
 /// `accepted = delivered + dead_lettered + evicted + returned + abandoned + buffered + in_flight`
+/// (`+ stored + store_lost` with the `store` feature)
 /// at every moment ([`Metrics::is_consistent`]); `returned` and `abandoned` (items a shutdown
 /// that hit its deadline handed back, or could not hand back) are zero unless that happens, which
 /// gives DESIGN.md's identity.
@@ -179,12 +196,40 @@ pub struct Metrics {
     /// Panics in user code (handler, callbacks, weigher, an item's `Drop`) that the adapter
     /// caught and contained. Always 0 where a panic aborts (firmware).
     pub panics: Count,
+    /// Items in the store waiting to be loaded, or being written to it by a spill (feature
+    /// `store`). Items of a batch that is in flight count as in flight, also while the store
+    /// keeps a copy.
+    #[cfg(feature = "store")]
+    pub stored: Count,
+    /// Items the store acknowledged but could not produce again (a medium that lost or
+    /// corrupted them): final, and the only way a store loses items (feature `store`).
+    #[cfg(feature = "store")]
+    pub store_lost: Count,
+    /// Store operations that failed (feature `store`); each is retried after the retry base
+    /// delay, and a failed write-ahead lets its batch run unprotected.
+    #[cfg(feature = "store")]
+    pub store_failures: Count,
 }
 
 impl Metrics {
     /// Whether the item counts add up (see the type's documentation).
     pub const fn is_consistent(&self) -> bool {
-        self.accepted == self.settled().wrapping_add(self.buffered).wrapping_add(self.in_flight)
+        self.accepted
+            == self
+                .settled()
+                .wrapping_add(self.buffered)
+                .wrapping_add(self.in_flight)
+                .wrapping_add(self.stored())
+    }
+
+    /// Items in the store, not in flight ([`Metrics::stored`] with the `store` feature; 0
+    /// without).
+    #[cfg_attr(not(feature = "store"), allow(clippy::unused_self))]
+    pub const fn stored(&self) -> Count {
+        #[cfg(feature = "store")]
+        return self.stored;
+        #[cfg(not(feature = "store"))]
+        0
     }
 
     /// Items that have reached a final outcome (delivered, dead-lettered, evicted, returned or
@@ -195,5 +240,15 @@ impl Metrics {
             .wrapping_add(self.evicted)
             .wrapping_add(self.returned)
             .wrapping_add(self.abandoned)
+            .wrapping_add(self.lost())
+    }
+
+    /// [`Metrics::store_lost`] with the `store` feature; 0 without.
+    #[cfg_attr(not(feature = "store"), allow(clippy::unused_self))]
+    const fn lost(&self) -> Count {
+        #[cfg(feature = "store")]
+        return self.store_lost;
+        #[cfg(not(feature = "store"))]
+        0
     }
 }

@@ -177,6 +177,10 @@ pub(crate) enum Phase {
     Running,
     /// The last attempt failed; the next may start at this instant.
     Backoff(Instant),
+    /// Final (delivered or dead-lettered), and in the store: the slot is kept until the store
+    /// removed the batch, so a power cut before that redelivers it.
+    #[cfg(feature = "store")]
+    Removing,
 }
 
 /// The core's record of one batch between its cut and its final outcome. Opaque: it is public
@@ -198,6 +202,9 @@ pub struct InFlight {
     pub(crate) len: u32,
     pub(crate) attempt: u32,
     pub(crate) phase: Phase,
+    /// The batch is in the store (loaded from it, or written ahead and acknowledged).
+    #[cfg(feature = "store")]
+    pub(crate) stored: bool,
 }
 
 /// A bounded table of in-flight batch records.

@@ -725,6 +725,7 @@ fn metrics_count_flushes_by_trigger_and_the_max_item_age() {
             (Trigger::Manual, 1),
             (Trigger::Urgent, 1),
             (Trigger::Close, 1),
+            (Trigger::Store, 0),
         ]
     );
     assert_eq!(sim.metrics().max_item_age, ms(20), "the linger batch's oldest item");

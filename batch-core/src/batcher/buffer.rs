@@ -1,9 +1,8 @@
 //! The buffer: accepting items (one at a time, in runs, urgent or weighed), the fast path that
-//! appends without touching anything else, eviction under [`Overflow::DropOldest`], and the
+//! appends without touching anything else, eviction under [`Overflow::DropOldest`](crate::Overflow::DropOldest), and the
 //! weights and arrival marks kept about what is buffered.
 
 use super::{BatchCore, add};
-use crate::config::Overflow;
 use crate::error::PushError;
 use crate::metrics::{Count, Trigger};
 use crate::storage::{BatchBuf, Queue, Slots};
@@ -11,7 +10,7 @@ use crate::time::Instant;
 
 impl<T, Q: Queue<T>, S: Slots> BatchCore<T, Q, S> {
     /// Accepts an item at `now`. `Ok(None)`: buffered. `Ok(Some(old))`: buffered, and the oldest
-    /// item was evicted to make room ([`Overflow::DropOldest`]) and is handed back. `Err`: refused,
+    /// item was evicted to make room ([`Overflow::DropOldest`](crate::Overflow::DropOldest)) and is handed back. `Err`: refused,
     /// with the item.
     ///
     /// ```
@@ -97,10 +96,11 @@ impl<T, Q: Queue<T>, S: Slots> BatchCore<T, Q, S> {
     /// Sets how far pushes may take the fast path from here (see `fast_until`).
     pub(super) fn refresh_fast(&mut self) {
         let len = self.queue.len();
-        let fast = if self.closed || self.config.get_max_weight().is_some() || len == 0 {
+        let fast = if self.closed || self.config.get_max_weight().is_some() || len == 0 || !self.store_open()
+        {
             0
         } else {
-            let to_full = self.queue.capacity().saturating_sub(len + self.reserved);
+            let to_full = self.queue.capacity().saturating_sub(self.taken());
             let to_batch = if len < self.max_batch { self.max_batch - 1 - len } else { usize::MAX };
             let next_mark = self.marks.last_index() + self.max_batch as u64;
             let to_mark = usize::try_from(next_mark.saturating_sub(self.accepted)).unwrap_or(usize::MAX);
@@ -133,16 +133,17 @@ impl<T, Q: Queue<T>, S: Slots> BatchCore<T, Q, S> {
             None => 0,
         };
         let mut evicted = None;
-        if self.queue.len() + self.reserved >= self.queue.capacity() {
-            match self.config.get_overflow() {
-                Overflow::Reject => {
-                    add(&mut self.counters.rejected, 1);
-                    return Err(PushError::Full(item));
-                }
-                Overflow::DropOldest => {
-                    evicted = self.evict_front();
-                }
+        if !self.store_open() {
+            // A store's content from before the boot is not known yet: it goes first.
+            add(&mut self.counters.rejected, 1);
+            return Err(PushError::Full(item));
+        }
+        if self.is_full() {
+            if !self.may_evict() {
+                add(&mut self.counters.rejected, 1);
+                return Err(PushError::Full(item));
             }
+            evicted = self.evict_front();
         }
         let was_empty = self.queue.len() == 0;
         if let Err(item) = self.queue.push_back_weighed(item, weight) {
@@ -169,9 +170,9 @@ impl<T, Q: Queue<T>, S: Slots> BatchCore<T, Q, S> {
     }
 
     /// Pushes items from `items` in order, in tight runs wherever the fast path allows, until
-    /// `items` is exhausted (`None`) or the buffer is full under [`Overflow::Reject`]: then the
+    /// `items` is exhausted (`None`) or the buffer is full under [`Overflow::Reject`](crate::Overflow::Reject): then the
     /// item that must wait is returned and the rest stay in `items`. Refused items go to
-    /// `refused`, evicted ones ([`Overflow::DropOldest`]) to `evicted`.
+    /// `refused`, evicted ones ([`Overflow::DropOldest`](crate::Overflow::DropOldest)) to `evicted`.
     ///
     /// ```
     /// use batch_core::{Batcher, Config, Instant};

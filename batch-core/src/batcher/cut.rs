@@ -51,13 +51,49 @@ impl<T, Q: Queue<T>, S: Slots> BatchCore<T, Q, S> {
     /// (oldest first) into `out`. Call it until it returns `None` after every input. `out` must
     /// have room for `max_batch` items; with less room the batch is cut smaller.
     pub fn poll_flush<B: BatchBuf<T>>(&mut self, now: Instant, out: &mut B) -> Option<Flush> {
-        if self.paused_at.is_some() || !self.slot_free() {
+        if self.paused_at.is_some() || !self.slot_free() || !self.ram_cut_allowed() {
             return None;
         }
-        let mut trigger = self.trigger(now)?;
+        let trigger = self.trigger(now)?;
+        let first = self.front_index();
+        let (len, _, trigger) = self.cut_front(out, trigger);
+        if len == 0 {
+            return None;
+        }
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let write_ahead = self.cut_write_ahead(seq);
+        let slot = InFlight {
+            seq,
+            first,
+            len: len as u32,
+            attempt: 1,
+            phase: Phase::Running,
+            #[cfg(feature = "store")]
+            stored: false,
+        };
+        let added = self.slots.push(slot);
+        debug_assert!(added.is_ok(), "slot_free() checked for room");
+        let oldest_age = now - self.marks.anchor();
+        if oldest_age > self.counters.max_item_age {
+            self.counters.max_item_age = oldest_age;
+        }
+        self.counters.flushes.record(trigger);
+        self.counters.in_flight += len as Count;
+        self.reanchor();
+        Some(Flush { seq, len, trigger, oldest_age, first_item: first, write_ahead })
+    }
+
+    /// Moves a batch from the front of the buffer into `out`: up to `max_batch` items (fewer if
+    /// `out` has less room) and, with a weight limit, no more than `max_weight` (then a size
+    /// trigger becomes a weight trigger). Returns the items moved, their weight and the trigger.
+    pub(super) fn cut_front<B: BatchBuf<T>>(
+        &mut self,
+        out: &mut B,
+        mut trigger: Trigger,
+    ) -> (usize, u64, Trigger) {
         self.fast_until = 0;
         let room = self.max_batch.min(out.spare());
-        let first = self.front_index();
         let max_weight = self.config.get_max_weight().map_or(u64::MAX, u64::from);
         let (mut len, mut weight) = (0usize, 0u64);
         if self.config.get_max_weight().is_none() {
@@ -84,24 +120,9 @@ impl<T, Q: Queue<T>, S: Slots> BatchCore<T, Q, S> {
                 len += 1;
             }
         }
-        if len == 0 {
-            return None;
-        }
         self.buffered_weight = self.buffered_weight.saturating_sub(weight);
         self.settle_weight();
-        let seq = self.next_seq;
-        self.next_seq += 1;
-        let slot = InFlight { seq, first, len: len as u32, attempt: 1, phase: Phase::Running };
-        let added = self.slots.push(slot);
-        debug_assert!(added.is_ok(), "slot_free() checked for room");
-        let oldest_age = now - self.marks.anchor();
-        if oldest_age > self.counters.max_item_age {
-            self.counters.max_item_age = oldest_age;
-        }
-        self.counters.flushes.record(trigger);
-        self.counters.in_flight += len as Count;
-        self.reanchor();
-        Some(Flush { seq, len, trigger, oldest_age, first_item: first })
+        (len, weight, trigger)
     }
 
     /// When the driver must call back (with `poll_flush` and `poll_retry`) if no input arrives
@@ -109,10 +130,11 @@ impl<T, Q: Queue<T>, S: Slots> BatchCore<T, Q, S> {
     /// time (idle, paused, or every slot busy with a running attempt): no timer at all.
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
+        // A failed store operation waits for its retry also while paused.
+        let mut next = self.store_timeout();
         if self.paused_at.is_some() {
-            return None;
+            return next;
         }
-        let mut next: Option<Instant> = None;
         for slot in self.slots.as_slice() {
             if let Phase::Backoff(at) = slot.phase {
                 next = Some(next.map_or(at, |n| n.min(at)));
@@ -130,7 +152,7 @@ impl<T, Q: Queue<T>, S: Slots> BatchCore<T, Q, S> {
     /// slot) sleep on this alone.
     #[must_use]
     pub fn next_cut(&self) -> Option<Instant> {
-        if self.paused_at.is_some() || !self.slot_free() || self.queue.len() == 0 {
+        if self.paused_at.is_some() || !self.slot_free() || self.queue.len() == 0 || !self.ram_cut_allowed() {
             return None;
         }
         Some(if self.trigger_without_linger().is_some() {

@@ -16,7 +16,7 @@ impl<T, Q: Queue<T>, S: Slots> BatchCore<T, Q, S> {
         self.wake = true;
         match outcome {
             Outcome::Delivered => {
-                self.remove_slot(index);
+                self.finish_slot(index);
                 add(&mut self.counters.delivered, Count::from(slot.len));
                 add(&mut self.counters.batches_delivered, 1);
                 self.counters.in_flight -= Count::from(slot.len);
@@ -25,7 +25,7 @@ impl<T, Q: Queue<T>, S: Slots> BatchCore<T, Q, S> {
             Outcome::Failed => {
                 add(&mut self.counters.failed_attempts, 1);
                 if slot.attempt >= self.config.get_max_attempts() {
-                    self.remove_slot(index);
+                    self.finish_slot(index);
                     add(&mut self.counters.dead_lettered, Count::from(slot.len));
                     add(&mut self.counters.batches_dead_lettered, 1);
                     self.counters.in_flight -= Count::from(slot.len);
@@ -49,12 +49,10 @@ impl<T, Q: Queue<T>, S: Slots> BatchCore<T, Q, S> {
     /// its deadline: its items count as returned. The driver keeps them and hands them back.
     /// Returns the number of items, or `None` if `seq` is not in flight.
     pub fn abandon(&mut self, seq: u64) -> Option<usize> {
-        let index = self.slots.as_slice().iter().position(|s| s.seq == seq)?;
-        let slot = self.remove_slot(index);
-        self.counters.in_flight -= Count::from(slot.len);
-        add(&mut self.counters.returned, Count::from(slot.len));
+        let len = self.give_up(seq)?;
+        add(&mut self.counters.returned, Count::from(len));
         self.wake = true;
-        Some(slot.len as usize)
+        Some(len as usize)
     }
 
     /// Like [`abandon`](Self::abandon), for a batch whose items the driver cannot hand back by
@@ -72,12 +70,25 @@ impl<T, Q: Queue<T>, S: Slots> BatchCore<T, Q, S> {
     /// assert!(m.is_consistent());
     /// ```
     pub fn abandon_held(&mut self, seq: u64) -> Option<usize> {
+        let len = self.give_up(seq)?;
+        add(&mut self.counters.abandoned, Count::from(len));
+        self.wake = true;
+        Some(len as usize)
+    }
+
+    /// Removes batch `seq` from the flight table for [`abandon`](Self::abandon) and
+    /// [`abandon_held`](Self::abandon_held), its items no longer in flight. A batch that was
+    /// already final and only waited for its removal from the store comes back with no items
+    /// (the store keeps it: the next boot delivers it again, under the same seq).
+    fn give_up(&mut self, seq: u64) -> Option<u32> {
         let index = self.slots.as_slice().iter().position(|s| s.seq == seq)?;
         let slot = self.remove_slot(index);
-        self.counters.in_flight -= Count::from(slot.len);
-        add(&mut self.counters.abandoned, Count::from(slot.len));
-        self.wake = true;
-        Some(slot.len as usize)
+        #[cfg(feature = "store")]
+        let len = if slot.phase == Phase::Removing { 0 } else { slot.len };
+        #[cfg(not(feature = "store"))]
+        let len = slot.len;
+        self.counters.in_flight -= Count::from(len);
+        Some(len)
     }
 
     /// Counts a panic in user code that the driver caught ([`Metrics::panics`](crate::Metrics::panics)).
@@ -115,6 +126,8 @@ impl<T, Q: Queue<T>, S: Slots> BatchCore<T, Q, S> {
     pub fn retry_at(&self, seq: u64) -> Option<Instant> {
         self.slots.as_slice().iter().find(|s| s.seq == seq).and_then(|s| match s.phase {
             Phase::Backoff(at) => Some(at),
+            #[cfg(feature = "store")]
+            Phase::Removing => None,
             Phase::Running => None,
         })
     }

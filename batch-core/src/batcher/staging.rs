@@ -42,12 +42,13 @@ impl<T, Q: Queue<T>, S: Slots> BatchCore<T, Q, S> {
     /// back with [`push_staged`](Self::push_staged) or [`unreserve`](Self::unreserve).
     pub fn reserve(&mut self, n: usize) -> usize {
         if self.closed
+            || !self.store_open()
             || self.config.get_overflow() != Overflow::Reject
             || self.config.get_max_weight().is_some()
         {
             return 0;
         }
-        let taken = self.queue.len() + self.reserved;
+        let taken = self.taken();
         let free = self.queue.capacity().saturating_sub(taken);
         let to_batch = self.max_batch - 1 - taken % self.max_batch;
         let granted = n.min(free / 2).min(to_batch);

@@ -47,6 +47,8 @@
 
 pub mod record;
 
+pub use crate::batcher::{StoreDone, StoreOp, StorePolicy};
+
 use crate::storage::BatchBuf;
 
 /// What a store found when it was opened after a boot.
