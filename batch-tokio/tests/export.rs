@@ -156,22 +156,8 @@ async fn flaky(mut batch: Batch<u32>, kept: Kept) -> Result<(), std::io::Error> 
     if batch.iter().any(|&i| i >= 100) { Err(std::io::Error::other("refused")) } else { Ok(()) }
 }
 
-/// Silences the default panic hook's output for the planted panic.
-fn quiet_panics() {
-    let default = std::panic::take_hook();
-    std::panic::set_hook(Box::new(move |info| {
-        let p = info.payload();
-        let msg =
-            p.downcast_ref::<&str>().copied().or_else(|| p.downcast_ref::<String>().map(String::as_str));
-        if !msg.unwrap_or("").starts_with("planted") {
-            default(info);
-        }
-    }));
-}
-
 #[tokio::test(start_paused = true)]
 async fn every_exported_value_equals_metrics() {
-    quiet_panics();
     let dead = Arc::new(Mutex::new(Vec::new()));
     let kept = Kept::default();
     let on_error = Arc::clone(&dead);
