@@ -1,5 +1,6 @@
 //! Command-line options, parsed with the standard library only.
 
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -35,6 +36,13 @@ OPTIONS:
                          holds the backlog in RAM and drains it after the reconnect [default: 3000]
     --dead-letters PATH  also append dead-lettered readings to PATH as JSON lines
     --seed N             seed for injected failures and retry jitter         [default: 42]
+    --metrics-addr ADDR  serve the batcher's counters at http://ADDR/metrics in Prometheus text
+                         format (OpenTelemetry names, see batch_tokio::export); port 0 picks a
+                         free one and the URL is printed at the start; `off` serves nothing
+                                                                   [default: 127.0.0.1:0]
+    --metrics-hold       after the summary, print the final metrics() and keep serving
+                         /metrics until standard input closes (for scripts that scrape the
+                         final figures; Ctrl-D or Ctrl-C ends it)
     -h, --help           print this help
 
 Ctrl-C stops the sensors early and drains what was accepted; a second Ctrl-C abandons the drain.
@@ -45,6 +53,7 @@ EXAMPLES:
     cargo run --release -p gateway --bin gateway -- --http
     cargo run --release -p gateway --bin gateway -- --mqtt
     cargo run --release -p gateway --bin gateway -- --seconds 1 --rate 500
+    cargo run --release -p gateway --bin gateway -- --metrics-addr 127.0.0.1:9898 --metrics-hold
 ";
 
 /// Where batches go.
@@ -79,6 +88,10 @@ pub(crate) struct Options {
     pub(crate) dead_letters: Option<PathBuf>,
     /// Seed for the injected failures and the retry jitter.
     pub(crate) seed: u64,
+    /// Where `/metrics` is served (`None`: not served).
+    pub(crate) metrics_addr: Option<SocketAddr>,
+    /// Keep serving `/metrics` after the summary until stdin closes.
+    pub(crate) metrics_hold: bool,
 }
 
 impl Options {
@@ -118,6 +131,8 @@ pub(crate) fn parse(args: impl IntoIterator<Item = String>) -> Result<Parsed, St
     let mut modes = Vec::new();
     let mut dead_letters = None;
     let mut seed = 42u64;
+    let mut metrics_addr = Some(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)));
+    let mut metrics_hold = false;
 
     let mut args = args.into_iter();
     while let Some(arg) = args.next() {
@@ -141,6 +156,8 @@ pub(crate) fn parse(args: impl IntoIterator<Item = String>) -> Result<Parsed, St
             "--outage-ms" => outage_ms = Some(number(&flag, &value(&flag)?)?),
             "--dead-letters" => dead_letters = Some(PathBuf::from(value(&flag)?)),
             "--seed" => seed = number(&flag, &value(&flag)?)?,
+            "--metrics-addr" => metrics_addr = address(&flag, &value(&flag)?)?,
+            "--metrics-hold" => metrics_hold = true,
             other => return Err(format!("unknown argument {other:?} (see --help)")),
         }
     }
@@ -165,6 +182,9 @@ pub(crate) fn parse(args: impl IntoIterator<Item = String>) -> Result<Parsed, St
         return Err("--fail-rate does not apply to --mqtt: its failures are the broker's outage".to_owned());
     }
     let outage_ms = outage_ms.unwrap_or(if mode == Mode::Mqtt { 3000 } else { 300 });
+    if metrics_hold && metrics_addr.is_none() {
+        return Err("--metrics-hold needs /metrics: drop --metrics-addr off".to_owned());
+    }
     Ok(Parsed::Run(Options {
         sensors,
         rate,
@@ -175,7 +195,19 @@ pub(crate) fn parse(args: impl IntoIterator<Item = String>) -> Result<Parsed, St
         outage: Duration::from_millis(outage_ms),
         dead_letters,
         seed,
+        metrics_addr,
+        metrics_hold,
     }))
+}
+
+/// `--metrics-addr`: an address with a port, or `off`.
+fn address(flag: &str, text: &str) -> Result<Option<SocketAddr>, String> {
+    if text == "off" {
+        return Ok(None);
+    }
+    text.parse()
+        .map(Some)
+        .map_err(|_| format!("{flag}: {text:?} is not an address like 127.0.0.1:9898, or off"))
 }
 
 fn number<N: std::str::FromStr>(flag: &str, text: &str) -> Result<N, String> {
@@ -220,6 +252,19 @@ mod tests {
         assert_eq!(run(&["--http"]).outage, Duration::from_millis(300));
         assert!(parse(["--mqtt".to_owned(), "--http".to_owned()]).is_err());
         assert!(parse(["--mqtt".to_owned(), "--fail-rate=0.1".to_owned()]).is_err());
+    }
+
+    #[test]
+    fn metrics_endpoint_defaults_to_a_free_loopback_port() {
+        let o = run(&[]);
+        assert_eq!(o.metrics_addr, Some(SocketAddr::from((Ipv4Addr::LOCALHOST, 0))));
+        assert!(!o.metrics_hold);
+        let o = run(&["--metrics-addr", "0.0.0.0:9898", "--metrics-hold"]);
+        assert_eq!(o.metrics_addr, Some(SocketAddr::from(([0, 0, 0, 0], 9898))));
+        assert!(o.metrics_hold);
+        assert_eq!(run(&["--metrics-addr=off"]).metrics_addr, None);
+        assert!(parse(["--metrics-addr".to_owned(), "localhost".to_owned()]).is_err());
+        assert!(parse(["--metrics-addr=off".to_owned(), "--metrics-hold".to_owned()]).is_err());
     }
 
     #[test]

@@ -6,7 +6,7 @@
 //! twice; the collector still counts duplicates, and the self-check requires none.
 
 use std::collections::HashSet;
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::ops::Range;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -17,11 +17,10 @@ use axum::http::StatusCode;
 use axum::routing::post;
 use axum::{Json, Router};
 use serde::Deserialize;
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 
 use crate::check::SinkContents;
 use crate::rng::Faults;
+use crate::serve::Server;
 
 /// The path batches are posted to.
 pub(crate) const PATH: &str = "/api/temperatures";
@@ -65,10 +64,8 @@ pub(crate) struct CollectorStats {
 /// A running collector.
 #[derive(Debug)]
 pub(crate) struct Collector {
-    addr: SocketAddr,
     shared: Arc<Shared>,
-    shutdown: oneshot::Sender<()>,
-    server: JoinHandle<std::io::Result<()>>,
+    server: Server,
 }
 
 impl Collector {
@@ -88,23 +85,13 @@ impl Collector {
             duplicates: AtomicU64::new(0),
         });
         let app = Router::new().route(PATH, post(receive)).with_state(Arc::clone(&shared));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let addr = listener.local_addr()?;
-        let (shutdown, stopped) = oneshot::channel::<()>();
-        let server = tokio::spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(async {
-                    let _ = stopped.await;
-                })
-                .await
-        });
-        tracing::info!(%addr, "collector listening");
-        Ok(Self { addr, shared, shutdown, server })
+        let server = Server::start(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)), app, "collector").await?;
+        Ok(Self { shared, server })
     }
 
     /// The URL batches are posted to.
     pub(crate) fn url(&self) -> String {
-        format!("http://{}{PATH}", self.addr)
+        format!("http://{}{PATH}", self.server.addr())
     }
 
     /// The counters so far.
@@ -129,12 +116,7 @@ impl Collector {
 
     /// Stops the server gracefully and waits for it.
     pub(crate) async fn stop(self) {
-        let _ = self.shutdown.send(());
-        match self.server.await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::warn!(error = %e, "collector ended with an error"),
-            Err(e) => tracing::warn!(error = %e, "collector task failed"),
-        }
+        self.server.stop().await;
     }
 }
 

@@ -14,10 +14,17 @@
 //! compares against unbatched delivery, and verifies its own accounting ([`check`]); the exit
 //! code is 1 when a check fails.
 //!
+//! While it runs, the batcher's counters are served at `http://127.0.0.1:PORT/metrics` in
+//! Prometheus text format under OpenTelemetry's names ([`metrics_endpoint`]; the URL is printed
+//! at the start). The port is a free one unless `--metrics-addr` gives one (`off`: not served);
+//! `--metrics-hold` keeps the endpoint up after the summary until standard input closes, so that
+//! a script can scrape the final figures.
+//!
 //! ```text
 //! cargo run --release -p gateway --bin gateway
 //! cargo run --release -p gateway --bin gateway -- --http
 //! cargo run --release -p gateway --bin gateway -- --mqtt
+//! cargo run --release -p gateway --bin gateway -- --metrics-addr 127.0.0.1:9898 --metrics-hold
 //! cargo run --release -p gateway --bin gateway -- --help
 //! ```
 
@@ -27,11 +34,13 @@ mod broker;
 mod check;
 mod collector;
 mod dead_letters;
+mod metrics_endpoint;
 mod mqtt;
 mod progress;
 mod report;
 mod rng;
 mod sensors;
+mod serve;
 mod sink_http;
 mod sink_mqtt;
 mod sink_sqlite;
@@ -45,13 +54,14 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use batch_tokio::handler::{BoxError, Handler};
-use batch_tokio::{Batcher, Builder};
+use batch_tokio::{Batcher, Builder, Metrics};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::args::{Mode, Options, Parsed};
 use crate::collector::Collector;
 use crate::dead_letters::DeadLetters;
+use crate::metrics_endpoint::MetricsEndpoint;
 use crate::progress::Progress;
 use crate::report::{Baseline, Summary, dur, thousands};
 use crate::rng::Faults;
@@ -339,7 +349,15 @@ async fn run(opts: Options) -> Result<bool, BoxError> {
             thousands(u64::from(rate) * u64::from(opts.sensors))
         ),
     };
-    println!("gateway: {load}\n  -> {sink_text}\n  (Ctrl-C stops the sensors early and drains)");
+    let endpoint = match opts.metrics_addr {
+        Some(addr) => Some(MetricsEndpoint::start(addr, &batcher).await?),
+        None => None,
+    };
+    println!("gateway: {load}\n  -> {sink_text}");
+    if let Some(endpoint) = &endpoint {
+        println!("  metrics: {} (Prometheus text format)", endpoint.url());
+    }
+    println!("  (Ctrl-C stops the sensors early and drains)");
 
     // Run: sensors -> batcher -> sink, with a live progress line.
     let (stop, abort) = watch_ctrl_c();
@@ -496,7 +514,31 @@ async fn run(opts: Options) -> Result<bool, BoxError> {
     print!("{}", report::render(&summary));
     let ok = checks.iter().all(|c| c.ok);
     println!("{}", if ok { "  all checks passed" } else { "  SOME CHECKS FAILED" });
+    if let Some(endpoint) = endpoint {
+        if opts.metrics_hold {
+            hold(&endpoint, &metrics).await;
+        }
+        endpoint.stop().await;
+    }
     Ok(ok)
+}
+
+/// `--metrics-hold`: prints the final counters and keeps `/metrics` up (the batcher stays
+/// readable: `run` still holds it) until standard input closes or Ctrl-C.
+async fn hold(endpoint: &MetricsEndpoint, metrics: &Metrics) {
+    println!("final metrics(): {metrics:?}");
+    println!("metrics: serving {} until standard input closes", endpoint.url());
+    let _ = std::io::Write::flush(&mut std::io::stdout());
+    let (closed, stdin_closed) = tokio::sync::oneshot::channel();
+    // A thread of its own, not `spawn_blocking`: the runtime would wait for a blocked read at exit.
+    std::thread::spawn(move || {
+        let _ = std::io::copy(&mut std::io::stdin().lock(), &mut std::io::sink());
+        let _ = closed.send(());
+    });
+    tokio::select! {
+        _ = stdin_closed => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
 }
 
 /// The HTTP comparison, against a second collector without injected failures or outage.
