@@ -130,6 +130,7 @@ fn test() -> Result {
     });
     disk_store_steps(&mut t, &root);
     flash_store_steps(&mut t, &root);
+    metrics_steps(&mut t, &root);
     t.step("cargo doc (warnings denied)", |_| {
         util::run(cargo(&root).env("RUSTDOCFLAGS", "-D warnings").args([
             "doc",
@@ -201,20 +202,25 @@ fn test_and_lint(t: &mut Tally, root: &std::path::Path, package: &str, features:
     ]))
 }
 
+/// `cargo doc --no-deps` of one package with `features`, warnings denied.
+fn doc_with(root: &std::path::Path, package: &str, features: &str) -> Result {
+    util::run(cargo(root).env("RUSTDOCFLAGS", "-D warnings").args([
+        "doc",
+        "-p",
+        package,
+        "--no-deps",
+        "--locked",
+        "--features",
+        features,
+    ]))
+}
+
 /// batch-tokio's `DiskStore`: its tests (the process-kill crash test among them) and clippy with
 /// the `disk-store` feature, and clippy on the store measurement binary.
 fn disk_store_steps(t: &mut Tally, root: &std::path::Path) {
     t.step("batch-tokio with the disk-store feature: tests (crash test included) and clippy", |t| {
         test_and_lint(t, root, "batch-tokio", "disk-store")?;
-        util::run(cargo(root).env("RUSTDOCFLAGS", "-D warnings").args([
-            "doc",
-            "-p",
-            "batch-tokio",
-            "--no-deps",
-            "--locked",
-            "--features",
-            "disk-store",
-        ]))?;
+        doc_with(root, "batch-tokio", "disk-store")?;
         // The disk store measurement (docs/bench/stores.md) builds and passes clippy; it is run
         // by hand: `cargo run --release -p batch-bench --features stores --bin stores`.
         util::run(cargo(root).args([
@@ -230,6 +236,16 @@ fn disk_store_steps(t: &mut Tally, root: &std::path::Path) {
             "-D",
             "warnings",
         ]))
+    });
+}
+
+/// batch-tokio's `metrics` feature (`MetricsExporter`): its tests (every exported value equals
+/// `metrics()`), clippy, and its docs with warnings denied. The gateway's `/metrics` test runs in
+/// `cargo test --workspace`.
+fn metrics_steps(t: &mut Tally, root: &std::path::Path) {
+    t.step("batch-tokio with the metrics feature: tests, clippy and docs", |t| {
+        test_and_lint(t, root, "batch-tokio", "metrics")?;
+        doc_with(root, "batch-tokio", "metrics")
     });
 }
 
