@@ -65,6 +65,9 @@
 //! | `panics` | `batch.panics` | counter | |
 //! | `flushes` | `batch.flushes` | counter | `trigger` = [`Trigger::name`] of each trigger: `size`, `linger`, ... |
 //! | `max_item_age` | `batch.item.age.max` | gauge, seconds | |
+//! | `stored` (with `disk-store`) | `batch.store.items` | gauge | |
+//! | `store_lost` (with `disk-store`) | `batch.store.lost` | counter | |
+//! | `store_failures` (with `disk-store`) | `batch.store.failures` | counter | |
 //!
 //! Where this departs from the conventions, and why:
 //!
@@ -182,6 +185,18 @@ const MAX_ITEM_AGE: Metric = Metric {
     help: "The largest age of a batch's oldest item when the batch was cut.",
 };
 
+#[cfg(feature = "disk-store")]
+const STORED: Metric = Metric::gauge(
+    "batch.store.items",
+    "Items in the store waiting to be loaded, or being written by a spill.",
+);
+#[cfg(feature = "disk-store")]
+const STORE_LOST: Metric =
+    Metric::counter("batch.store.lost", "Items the store acknowledged but could not produce again.");
+#[cfg(feature = "disk-store")]
+const STORE_FAILURES: Metric =
+    Metric::counter("batch.store.failures", "Store operations that failed (each is retried).");
+
 /// The metrics not in [`SERIES`].
 const OTHERS: [&Metric; 3] = [&QUEUE_CAPACITY, &FLUSHES, &MAX_ITEM_AGE];
 
@@ -217,6 +232,17 @@ const SERIES: [Series; 15] = [
     Series::new(&FAILED_ATTEMPTS, None, |m| m.failed_attempts),
     Series::new(&PANICS, None, |m| m.panics),
 ];
+
+/// The store's counters: they exist with batch-core's `store` feature, which `disk-store` turns
+/// on.
+#[cfg(feature = "disk-store")]
+const STORE_SERIES: [Series; 3] = [
+    Series::new(&STORED, None, |m| m.stored),
+    Series::new(&STORE_LOST, None, |m| m.store_lost),
+    Series::new(&STORE_FAILURES, None, |m| m.store_failures),
+];
+#[cfg(not(feature = "disk-store"))]
+const STORE_SERIES: [Series; 0] = [];
 
 /// Publishes one batcher's [`metrics()`](Batcher::metrics) through the [`metrics`] facade, under
 /// the names in the [module documentation](self).
@@ -267,7 +293,7 @@ impl MetricsExporter {
     /// Gives the current recorder the description and unit of every metric. Call it once, after
     /// the recorder is installed; the descriptions are the same for every batcher.
     pub fn describe() {
-        for metric in SERIES.iter().map(|s| s.metric).chain(OTHERS) {
+        for metric in SERIES.iter().chain(&STORE_SERIES).map(|s| s.metric).chain(OTHERS) {
             metric.describe();
         }
     }
@@ -283,7 +309,7 @@ impl MetricsExporter {
     /// Copies a snapshot, e.g. a [`ShutdownReport`](crate::ShutdownReport)'s final counters,
     /// into the current recorder.
     pub fn record_snapshot(&self, metrics: &Metrics, capacity: usize) {
-        for series in &SERIES {
+        for series in SERIES.iter().chain(&STORE_SERIES) {
             self.put(series.metric, series.error.map(|e| (ERROR_TYPE, e)), (series.value)(metrics));
         }
         for trigger in Trigger::ALL {

@@ -39,7 +39,7 @@ fn key(name: &str, labels: &[(&str, &str)]) -> SeriesKey {
 
 /// The `Metrics` fields (as `Debug` shows them) that [`expected`] maps: the counters, the
 /// flush counts by trigger, and `micros` of `max_item_age`.
-const MAPPED: [&str; 16] = [
+const MAPPED: [&str; 19] = [
     "accepted",
     "rejected",
     "delivered",
@@ -56,6 +56,9 @@ const MAPPED: [&str; 16] = [
     "batches_in_flight",
     "panics",
     "micros",
+    "stored",
+    "store_lost",
+    "store_failures",
 ];
 
 /// The series `metrics()` and the capacity should produce, written out from the table.
@@ -90,6 +93,12 @@ fn expected(m: &Metrics, capacity: usize) -> BTreeMap<SeriesKey, Value> {
     for trigger in Trigger::ALL {
         out.insert(key("batch.flushes", &[("trigger", trigger.name())]), c(m.flushes.get(trigger)));
     }
+    #[cfg(feature = "disk-store")]
+    out.extend([
+        (key("batch.store.items", &[]), g(m.stored)),
+        (key("batch.store.lost", &[]), c(m.store_lost)),
+        (key("batch.store.failures", &[]), c(m.store_failures)),
+    ]);
     out
 }
 
@@ -225,14 +234,16 @@ fn describe_gives_every_metric_a_description_and_unit() {
     });
     let snapshot = recorder.snapshotter().snapshot().into_vec();
     let names: std::collections::BTreeSet<_> = expected(&m, CAPACITY).into_keys().map(|(n, _)| n).collect();
-    assert_eq!(names.len(), 15);
+    assert_eq!(names.len(), if cfg!(feature = "disk-store") { 18 } else { 15 });
+    let mut described = std::collections::BTreeSet::new();
     for (composite, unit, help, _) in snapshot {
         let name = composite.key().name();
-        assert!(names.contains(name), "{name} is not in the table");
         let want = if name == "batch.item.age.max" { Unit::Seconds } else { Unit::Count };
         assert_eq!(unit, Some(want), "{name}");
         assert!(help.is_some_and(|h| !h.is_empty()), "{name} has no description");
+        described.insert(name.to_owned());
     }
+    assert_eq!(described, names);
 }
 
 #[test]
@@ -251,6 +262,6 @@ fn batchers_are_told_apart_by_their_name() {
         let name = composite.key().labels().find(|l| l.key() == "otel.component.name").unwrap();
         *by_name.entry(name.value().to_owned()).or_default() += 1;
     }
-    let each = 17 + Trigger::ALL.len();
+    let each = expected(&Metrics::default(), 0).len();
     assert_eq!(by_name, BTreeMap::from([("a".to_owned(), each), ("b".to_owned(), each)]));
 }
