@@ -57,15 +57,16 @@ struct Budget {
     state: u64,
 }
 
-/// The enforced budgets: the figures measured after the footprint work of issue 12 (6,644 /
-/// 6,904 / 8,320 bytes of `.text`, 416 bytes of state; down from 9,524 / 9,740 / 10,764 and 488)
-/// rounded up to the next multiple of 128 (state: of 64), so CI passes today and fails on
-/// growth. They are still above [`TEXT_TARGET`] and [`STATE_TARGET`] (README's "Footprint" says
-/// what stands in the way): lower them as the code shrinks, down to the targets.
+/// The enforced budgets: the figures measured after the footprint work of issue 12 (6,208 /
+/// 6,468 / 7,840 bytes of `.text`, 416 bytes of state; down from 9,524 / 9,740 / 10,764 and 488)
+/// plus a margin of 56 to 96 bytes, rounded to a multiple of 64 (state: to the next multiple of
+/// 64), so CI passes today and fails on growth. They are still above [`TEXT_TARGET`] and
+/// [`STATE_TARGET`] (README's "Footprint" says what stands in the way): lower them as the code
+/// shrinks, down to the targets.
 const BUDGETS: [Budget; 3] = [
-    Budget { target: "thumbv7em-none-eabihf", text: 6_784, state: 448 },
-    Budget { target: "thumbv6m-none-eabi", text: 7_040, state: 448 },
-    Budget { target: "riscv32imc-unknown-none-elf", text: 8_448, state: 448 },
+    Budget { target: "thumbv7em-none-eabihf", text: 6_272, state: 448 },
+    Budget { target: "thumbv6m-none-eabi", text: 6_528, state: 448 },
+    Budget { target: "riscv32imc-unknown-none-elf", text: 7_936, state: 448 },
 ];
 
 /// Section sizes of one ELF, in bytes.
