@@ -212,6 +212,67 @@ fn a_loaded_batch_is_reported_as_such() {
     assert_eq!(core.poll_store(t, &mut io), Some(StoreOp::Remove { seq: 9 }));
 }
 
+#[test]
+fn a_store_retry_time_that_passed_while_nothing_is_due_is_not_reported_again() {
+    let mut core: Batcher<u32, 8> = Batcher::new(config(StorePolicy::new()));
+    assert!(core.recovered(Recovered { batches: 1, items: 2, seq_floor: 10 }));
+    let t = Instant::ZERO;
+    let mut io = Batch::<u32, 8>::new();
+    assert!(matches!(core.poll_store(t, &mut io), Some(StoreOp::PersistFloor { .. })));
+    assert_eq!(core.handle_store(t, StoreDone::FloorPersisted), None);
+    assert_eq!(core.poll_store(t, &mut io), Some(StoreOp::Load { after: None }));
+    assert_eq!(core.handle_store(t, StoreDone::Failed), None);
+    core.pause(t);
+    let at = core.poll_timeout().expect("a failed operation's retry is a timeout, also while paused");
+    assert_eq!(core.poll_store(at, &mut io), None, "paused: nothing to load");
+    // A driver that slept until `at` must not be told to wake at `at` again (a busy loop).
+    assert_eq!(core.poll_timeout(), None);
+    core.resume(at);
+    assert_eq!(core.poll_store(at, &mut io), Some(StoreOp::Load { after: None }));
+}
+
+#[test]
+fn a_push_that_fills_the_buffer_wakes_the_driver_when_a_spill_can_make_room() {
+    let mut core: Batcher<u32, 8> = Batcher::new(config(StorePolicy::new()));
+    assert!(core.recovered(Recovered::default()));
+    let t = Instant::ZERO;
+    let mut io = Batch::<u32, 8>::new();
+    let _ = core.poll_store(t, &mut io);
+    assert_eq!(core.handle_store(t, StoreDone::FloorPersisted), None);
+    core.pause(t);
+    for i in 0..7 {
+        core.push(t, i).unwrap();
+    }
+    let _ = core.poll_wake();
+    assert_eq!(core.poll_store(t, &mut io), None, "room left: no spill yet");
+    core.push(t, 7).unwrap();
+    assert!(core.poll_wake(), "a driver asleep since the last batch must come and spill");
+    assert_eq!(core.poll_store(t, &mut io), Some(StoreOp::Append { seq: 0, len: 4 }));
+}
+
+#[test]
+fn a_write_ahead_cut_waits_for_the_previous_append_so_appends_come_in_seq_order() {
+    let config = Config::new().max_batch(2).max_in_flight(2).store(StorePolicy::new().write_ahead(true));
+    let mut core: Batcher<u32, 8, 2> = Batcher::new(config);
+    assert!(core.recovered(Recovered::default()));
+    let t = Instant::ZERO;
+    let mut io = Batch::<u32, 8>::new();
+    let _ = core.poll_store(t, &mut io);
+    assert_eq!(core.handle_store(t, StoreDone::FloorPersisted), None);
+    for i in 0..4 {
+        core.push(t, i).unwrap();
+    }
+    let mut batch = Batch::<u32, 8>::new();
+    let first = core.poll_flush(t, &mut batch).unwrap();
+    assert!(first.write_ahead);
+    assert!(core.poll_flush(t, &mut Batch::<u32, 8>::new()).is_none(), "batch 1 waits for batch 0's append");
+    assert_eq!(core.next_cut(), None, "and sets no timer for it");
+    assert!(core.handle_written(first.seq, true));
+    assert!(core.poll_wake());
+    let second = core.poll_flush(t, &mut Batch::<u32, 8>::new()).unwrap();
+    assert_eq!((second.seq, second.write_ahead), (first.seq + 1, true));
+}
+
 // -------------------------------------------------------------------------------------------
 // Model-based: random inputs with power cuts
 // -------------------------------------------------------------------------------------------

@@ -22,6 +22,9 @@ pub(crate) struct State<T, const N: usize, const F: usize> {
     pub(crate) flights: heapless::Vec<Flight, F>,
     /// A shutdown deadline passed: the batches in flight were given up and runners stop.
     pub(crate) aborted: bool,
+    /// Which store runner may use the store now (feature `store`).
+    #[cfg(feature = "store")]
+    pub(crate) store_turn: crate::store_runner::Turn,
 }
 
 /// A batch a runner holds.
@@ -312,6 +315,8 @@ impl<M: RawMutex, T, const N: usize, const F: usize> Batcher<M, T, N, F> {
                 chain: Chain::new(),
                 flights: heapless::Vec::new(),
                 aborted: false,
+                #[cfg(feature = "store")]
+                store_turn: crate::store_runner::Turn::new(),
             })),
         }
     }

@@ -49,8 +49,12 @@ mod batcher;
 pub mod flash_store;
 mod handler;
 mod runner;
+#[cfg(feature = "store")]
+pub mod store_runner;
 mod wait;
 
+#[cfg(feature = "store")]
+pub use batch_core::store::{Store, StorePolicy};
 pub use batch_core::{
     Config, ConfigError, Count, Duration as CoreDuration, FlushCounts, Metrics, Overflow, PushError, Trigger,
 };
@@ -59,6 +63,8 @@ pub use batcher::{Batcher, ShutdownReport};
 pub use flash_store::{FlashError, FlashLayout, FlashStore};
 pub use handler::{BatchInfo, Handler, WithDeadLetter};
 pub use runner::Runner;
+#[cfg(feature = "store")]
+pub use store_runner::StoreRunner;
 
 /// A core [`Config`] duration from milliseconds, for `const` configurations.
 ///

@@ -47,11 +47,11 @@ use crate::handler::{BatchInfo, Handler};
 ///   handed to [`Handler::returned`]).
 /// - **After a shutdown deadline** `run` hands back what it held and returns.
 pub struct Runner<'a, M: RawMutex, T, const N: usize, const F: usize, H: Handler<T>> {
-    batcher: &'a Batcher<M, T, N, F>,
-    handler: H,
-    batch: heapless::Vec<T, N>,
+    pub(crate) batcher: &'a Batcher<M, T, N, F>,
+    pub(crate) handler: H,
+    pub(crate) batch: heapless::Vec<T, N>,
     /// The batch in `batch` and its current attempt (`None`: the buffer is free).
-    held: Option<BatchInfo>,
+    pub(crate) held: Option<BatchInfo>,
     timeout: Option<AttemptTimeout<H::Error>>,
 }
 
@@ -70,7 +70,7 @@ impl<M: RawMutex, T, const N: usize, const F: usize, H: Handler<T>> core::fmt::D
 }
 
 /// How an attempt ended.
-enum End<E> {
+pub(crate) enum End<E> {
     /// The handler returned, or (an error) the attempt timed out.
     Done(Result<(), E>),
     /// The batch was given up (a shutdown deadline) while it ran.
@@ -169,45 +169,40 @@ impl<'a, M: RawMutex, T, const N: usize, const F: usize, H: Handler<T>> Runner<'
                 self.give_back(info);
                 continue;
             }
-            let result = match self.attempt().await {
-                End::Done(result) => result,
-                End::Gone => {
-                    self.give_back(info);
-                    continue;
-                }
-            };
-            let seq = info.seq;
-            let outcome = if result.is_ok() { Outcome::Delivered } else { Outcome::Failed };
-            let completion = self.batcher.with(|st| {
-                let completion = st.core.handle_completion(crate::now(), seq, outcome);
-                if matches!(completion, Some(Completion::Delivered { .. } | Completion::DeadLettered { .. }))
-                {
-                    st.land(seq);
-                }
-                st.settle();
-                completion
-            });
-            match (completion, result) {
-                (None, _) => self.give_back(info),
-                (Some(Completion::Retry { attempt, .. }), _) => {
-                    #[cfg(feature = "defmt")]
-                    defmt::warn!(
-                        "batch {} attempt {} failed; retry {} scheduled",
-                        seq,
-                        info.attempt,
-                        attempt
-                    );
-                    let _ = attempt;
-                }
-                (Some(Completion::DeadLettered { .. }), Err(error)) => {
-                    self.held = None;
-                    self.handler.dead_letter(self.batch.as_mut_view(), info, error);
-                    self.batch.clear();
-                }
-                (Some(_), _) => {
-                    self.held = None;
-                    self.batch.clear();
-                }
+            match self.attempt().await {
+                End::Done(result) => self.complete(info, result),
+                End::Gone => self.give_back(info),
+            }
+        }
+    }
+
+    /// Reports how the attempt of `info` ended, and hands a dead letter to the handler.
+    pub(crate) fn complete(&mut self, info: BatchInfo, result: Result<(), H::Error>) {
+        let seq = info.seq;
+        let outcome = if result.is_ok() { Outcome::Delivered } else { Outcome::Failed };
+        let completion = self.batcher.with(|st| {
+            let completion = st.core.handle_completion(crate::now(), seq, outcome);
+            if matches!(completion, Some(Completion::Delivered { .. } | Completion::DeadLettered { .. })) {
+                st.land(seq);
+            }
+            st.settle();
+            completion
+        });
+        match (completion, result) {
+            (None, _) => self.give_back(info),
+            (Some(Completion::Retry { attempt, .. }), _) => {
+                #[cfg(feature = "defmt")]
+                defmt::warn!("batch {} attempt {} failed; retry {} scheduled", seq, info.attempt, attempt);
+                let _ = attempt;
+            }
+            (Some(Completion::DeadLettered { .. }), Err(error)) => {
+                self.held = None;
+                self.handler.dead_letter(self.batch.as_mut_view(), info, error);
+                self.batch.clear();
+            }
+            (Some(_), _) => {
+                self.held = None;
+                self.batch.clear();
             }
         }
     }
@@ -216,7 +211,7 @@ impl<'a, M: RawMutex, T, const N: usize, const F: usize, H: Handler<T>> Runner<'
     /// (empty) buffer; with one held, start its due retry or resume its cancelled attempt.
     /// `Ready(true)`: run the attempt in `held`; `Ready(false)`: give the held batch back (it was
     /// given up), or stop if none is held.
-    fn next(
+    pub(crate) fn next(
         st: &mut State<T, N, F>,
         batch: &mut heapless::Vec<T, N>,
         held: &mut Option<BatchInfo>,
@@ -225,12 +220,7 @@ impl<'a, M: RawMutex, T, const N: usize, const F: usize, H: Handler<T>> Runner<'
             if st.aborted {
                 return Step::Ready(false);
             }
-            if let Some(flush) = st.core.poll_flush(crate::now(), batch) {
-                let flight = Flight { seq: flush.seq, task: None, polling: false };
-                let added = st.flights.push(flight);
-                debug_assert!(added.is_ok(), "the core holds at most F batches");
-                st.chain.notify(); // room for producers
-                *held = Some(BatchInfo { seq: flush.seq, attempt: 1, trigger: flush.trigger });
+            if Self::cut(st, batch, held).is_some() {
                 return Step::Ready(true);
             }
             if st.core.is_finished() {
@@ -252,9 +242,29 @@ impl<'a, M: RawMutex, T, const N: usize, const F: usize, H: Handler<T>> Runner<'
         }
     }
 
+    /// Cuts the next batch into the (empty) buffer if one is due, and holds it.
+    pub(crate) fn cut(
+        st: &mut State<T, N, F>,
+        batch: &mut heapless::Vec<T, N>,
+        held: &mut Option<BatchInfo>,
+    ) -> Option<batch_core::Flush> {
+        let flush = st.core.poll_flush(crate::now(), batch)?;
+        Self::hold(st, held, &flush);
+        st.chain.notify(); // room for producers
+        Some(flush)
+    }
+
+    /// Holds the batch `flush` (just cut, or read back from a store): attempt 1.
+    pub(crate) fn hold(st: &mut State<T, N, F>, held: &mut Option<BatchInfo>, flush: &batch_core::Flush) {
+        let flight = Flight { seq: flush.seq, task: None, polling: false };
+        let added = st.flights.push(flight);
+        debug_assert!(added.is_ok(), "the core holds at most F batches");
+        *held = Some(BatchInfo { seq: flush.seq, attempt: 1, trigger: flush.trigger });
+    }
+
     /// Runs one attempt: until the handler returns, the attempt times out, or the batch is
     /// given up.
-    async fn attempt(&mut self) -> End<H::Error> {
+    pub(crate) async fn attempt(&mut self) -> End<H::Error> {
         let batcher = self.batcher;
         // Read here, not passed in: a 16-byte argument copied into an async fn's state becomes
         // a `memmove` (1.5 KiB of code).
@@ -297,7 +307,7 @@ impl<'a, M: RawMutex, T, const N: usize, const F: usize, H: Handler<T>> Runner<'
     }
 
     /// Hands a given-up batch (a shutdown deadline passed) to [`Handler::returned`].
-    fn give_back(&mut self, info: BatchInfo) {
+    pub(crate) fn give_back(&mut self, info: BatchInfo) {
         self.held = None;
         if !self.batch.is_empty() {
             self.handler.returned(self.batch.as_mut_view(), info);

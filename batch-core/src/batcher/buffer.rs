@@ -100,7 +100,10 @@ impl<T, Q: Queue<T>, S: Slots> BatchCore<T, Q, S> {
         {
             0
         } else {
-            let to_full = self.queue.capacity().saturating_sub(self.taken());
+            // With a store, the push that fills the buffer takes the slow path (it wakes the
+            // driver to spill).
+            let filling = usize::from(self.spill_may_make_room());
+            let to_full = self.queue.capacity().saturating_sub(self.taken() + filling);
             let to_batch = if len < self.max_batch { self.max_batch - 1 - len } else { usize::MAX };
             let next_mark = self.marks.last_index() + self.max_batch as u64;
             let to_mark = usize::try_from(next_mark.saturating_sub(self.accepted)).unwrap_or(usize::MAX);
@@ -163,7 +166,8 @@ impl<T, Q: Queue<T>, S: Slots> BatchCore<T, Q, S> {
             // The first item of a later batch (while earlier ones wait): note when it came.
             self.marks.record(index, now());
         }
-        if len == max_batch || self.over_weight() {
+        // A full buffer may make a spill to the store due (never without the `store` feature).
+        if len == max_batch || self.over_weight() || (self.spill_may_make_room() && self.is_full()) {
             self.wake = true;
         }
         Ok(evicted)

@@ -308,6 +308,22 @@ impl<T, Q: Queue<T>, S: Slots> BatchCore<T, Q, S> {
         true
     }
 
+    /// Whether the driver still has to report what the store held at boot: a store policy is
+    /// set and [`recovered`](Self::recovered) was not called yet. A driver with several tasks
+    /// asks it (under its lock) so that one of them reads the store.
+    ///
+    /// ```
+    /// use batch_core::{Batcher, Config, store::{Recovered, StorePolicy}};
+    /// let mut core: Batcher<u8, 4> = Batcher::new(Config::new().store(StorePolicy::new()));
+    /// assert!(core.needs_recovery());
+    /// assert!(core.recovered(Recovered::default()));
+    /// assert!(!core.needs_recovery());
+    /// assert!(!Batcher::<u8, 4>::new(Config::new()).needs_recovery()); // no store policy
+    /// ```
+    pub fn needs_recovery(&self) -> bool {
+        self.config.get_store().is_some() && !self.store.ready
+    }
+
     /// Whether items may be accepted: always without a store policy; with one, once
     /// [`recovered`](Self::recovered) was called.
     #[inline]
@@ -354,13 +370,19 @@ impl<T, Q: Queue<T>, S: Slots> BatchCore<T, Q, S> {
     }
 
     /// Whether the next batch may be cut from RAM: the store holds no batch ahead of RAM (rule
-    /// 1) and a sequence number is durably reserved (rule 5).
+    /// 1), a sequence number is durably reserved (rule 5), and under write-ahead the previous
+    /// batch's append was reported (appends reach the store in seq order, also when several
+    /// drivers' tasks write at once).
     pub(super) fn ram_cut_allowed(&self) -> bool {
-        if self.config.get_store().is_none() {
+        let Some(policy) = self.config.get_store() else {
             return true;
-        }
+        };
         let s = &self.store;
-        s.ready && s.batches == 0 && s.spilling() == 0 && self.next_seq < s.floor
+        s.ready
+            && s.batches == 0
+            && s.spilling() == 0
+            && self.next_seq < s.floor
+            && (s.writes == 0 || !policy.get_write_ahead())
     }
 
     /// Items ahead of the RAM buffer in acceptance order: in the store and not loaded, or being
@@ -433,10 +455,17 @@ impl<T, Q: Queue<T>, S: Slots> BatchCore<T, Q, S> {
     /// `max_batch` items). Call it after every input, with [`poll_flush`](Self::poll_flush).
     pub fn poll_store<B: BatchBuf<T>>(&mut self, now: Instant, out: &mut B) -> Option<StoreOp> {
         let policy = self.config.get_store()?;
-        let s = &self.store;
-        if !s.ready || s.pending.is_some() || s.retry_at.is_some_and(|at| now < at) {
+        if !self.store.ready || self.store.pending.is_some() {
             return None;
         }
+        match self.store.retry_at {
+            Some(at) if now < at => return None,
+            // Passed: forgotten, so that `poll_timeout` does not report it again when nothing is
+            // due now (a driver would wake at once, again and again).
+            Some(_) => self.store.retry_at = None,
+            None => {}
+        }
+        let s = &self.store;
         // Sequence numbers first: reserve the next block before the current one runs out.
         let block = u64::from(policy.get_seq_block());
         if self.next_seq + block / 2 >= s.floor {

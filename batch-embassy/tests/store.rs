@@ -1,0 +1,490 @@
+//! Store and forward on embassy (issue 10): `StoreRunner` drives a store with the core's policy.
+//! Host tests on embassy-time's mock driver (virtual time moves only when no task is runnable):
+//! spill while paused and drain in order, write-ahead across a "reboot" on the real
+//! `FlashStore` over a NOR flash in RAM, runners cancelled in the middle of store operations,
+//! and several runners sharing one store.
+#![cfg(feature = "flash-store")]
+#![allow(missing_docs, clippy::cast_possible_truncation)]
+
+mod common;
+mod flash_support;
+
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeMap, BTreeSet};
+
+use batch_core::storage::BatchBuf;
+use batch_core::store::{Recovered, Store, StoreError};
+use batch_embassy::{BatchInfo, Batcher, Config, FlashStore, StorePolicy, millis};
+use common::{Exec, serial};
+use embassy_futures::select::select;
+use embassy_sync::blocking_mutex::raw::NoopRawMutex;
+use embassy_sync::mutex::Mutex;
+use embassy_time::{Duration, Timer};
+use flash_support::{CODEC, Flash, LAYOUT, PAGES, Rng};
+
+/// What a store did, for the checks: the batches it acknowledged, the ones it holds, and
+/// operations that were cancelled half-way or overlapped.
+#[derive(Debug, Default)]
+struct Log {
+    /// Every batch whose append returned `Ok`, by seq.
+    acked: BTreeMap<u64, Vec<u32>>,
+    /// Operations dropped before they returned.
+    cancelled: BTreeMap<&'static str, u32>,
+    /// An operation started while another was under way (the mutex must prevent it).
+    overlapped: bool,
+    recovers: u32,
+}
+
+/// Marks an operation under way; counts it as cancelled if dropped before `done`.
+struct Op<'l> {
+    log: &'l RefCell<Log>,
+    busy: &'l Cell<bool>,
+    name: &'static str,
+    finished: bool,
+}
+
+impl<'l> Op<'l> {
+    fn start(log: &'l RefCell<Log>, busy: &'l Cell<bool>, name: &'static str) -> Self {
+        if busy.replace(true) {
+            log.borrow_mut().overlapped = true;
+        }
+        Op { log, busy, name, finished: false }
+    }
+    fn done(mut self) {
+        self.finished = true;
+    }
+}
+
+impl Drop for Op<'_> {
+    fn drop(&mut self) {
+        self.busy.set(false);
+        if !self.finished {
+            *self.log.borrow_mut().cancelled.entry(self.name).or_default() += 1;
+        }
+    }
+}
+
+/// Wraps a store: records what it acknowledged, and can take `delay` of virtual time after each
+/// operation took effect and before it returns (a runner cancelled then leaves the operation
+/// done but unacknowledged, as a flash write dropped after its last word).
+struct Watched<'l, S> {
+    inner: S,
+    log: &'l RefCell<Log>,
+    busy: Cell<bool>,
+    delay: Option<Duration>,
+}
+
+impl<'l, S> Watched<'l, S> {
+    fn new(inner: S, log: &'l RefCell<Log>) -> Self {
+        Watched { inner, log, busy: Cell::new(false), delay: None }
+    }
+    async fn pause(&self) {
+        if let Some(d) = self.delay {
+            Timer::after(d).await;
+        }
+    }
+}
+
+impl<S: Store<u32>> Store<u32> for Watched<'_, S> {
+    type Error = S::Error;
+    async fn recover(&mut self) -> Result<Recovered, StoreError<S::Error>> {
+        let op = Op::start(self.log, &self.busy, "recover");
+        let found = self.inner.recover().await;
+        self.log.borrow_mut().recovers += 1;
+        op.done();
+        found
+    }
+    async fn append(&mut self, seq: u64, items: &[u32]) -> Result<(), StoreError<S::Error>> {
+        let op = Op::start(self.log, &self.busy, "append");
+        let result = self.inner.append(seq, items).await;
+        self.pause().await;
+        if result.is_ok() {
+            self.log.borrow_mut().acked.insert(seq, items.to_vec());
+        }
+        op.done();
+        result
+    }
+    async fn read_after<B: BatchBuf<u32>>(
+        &mut self,
+        after: Option<u64>,
+        out: &mut B,
+    ) -> Result<Option<u64>, StoreError<S::Error>> {
+        let op = Op::start(self.log, &self.busy, "read");
+        let result = self.inner.read_after(after, out).await;
+        self.pause().await;
+        op.done();
+        result
+    }
+    async fn remove(&mut self, seq: u64) -> Result<(), StoreError<S::Error>> {
+        let op = Op::start(self.log, &self.busy, "remove");
+        let result = self.inner.remove(seq).await;
+        self.pause().await;
+        op.done();
+        result
+    }
+    async fn persist_seq_floor(&mut self, floor: u64) -> Result<(), StoreError<S::Error>> {
+        let op = Op::start(self.log, &self.busy, "floor");
+        let result = self.inner.persist_seq_floor(floor).await;
+        self.pause().await;
+        op.done();
+        result
+    }
+}
+
+/// A store in memory (batches by seq, a floor), for the tests that do not need flash.
+#[derive(Debug, Default)]
+struct Mem {
+    batches: BTreeMap<u64, Vec<u32>>,
+    floor: u64,
+}
+
+impl Store<u32> for Mem {
+    type Error = ();
+    async fn recover(&mut self) -> Result<Recovered, StoreError<()>> {
+        let items = self.batches.values().map(|b| b.len() as u64).sum();
+        let above = self.batches.keys().next_back().map_or(0, |s| s + 1);
+        Ok(Recovered { batches: self.batches.len() as u64, items, seq_floor: self.floor.max(above) })
+    }
+    async fn append(&mut self, seq: u64, items: &[u32]) -> Result<(), StoreError<()>> {
+        assert!(self.batches.keys().all(|&s| s < seq), "appends in seq order");
+        self.batches.insert(seq, items.to_vec());
+        Ok(())
+    }
+    async fn read_after<B: BatchBuf<u32>>(
+        &mut self,
+        after: Option<u64>,
+        out: &mut B,
+    ) -> Result<Option<u64>, StoreError<()>> {
+        let Some((seq, items)) = self.batches.iter().find(|(s, _)| after.is_none_or(|a| **s > a)) else {
+            return Ok(None);
+        };
+        out.extend_from(items.iter().copied());
+        Ok(Some(*seq))
+    }
+    async fn remove(&mut self, seq: u64) -> Result<(), StoreError<()>> {
+        self.batches.remove(&seq);
+        Ok(())
+    }
+    async fn persist_seq_floor(&mut self, floor: u64) -> Result<(), StoreError<()>> {
+        self.floor = self.floor.max(floor);
+        Ok(())
+    }
+}
+
+/// One attempt the handler was given.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Given {
+    boot: u32,
+    seq: u64,
+    attempt: u32,
+    items: Vec<u32>,
+    ok: bool,
+}
+
+/// Items delivered at least once, each once, in first-delivery order.
+fn first_deliveries(given: &[Given]) -> Vec<u32> {
+    let mut seen = BTreeSet::new();
+    given.iter().filter(|g| g.ok).flat_map(|g| g.items.iter().copied()).filter(|i| seen.insert(*i)).collect()
+}
+
+/// A busy loop shows up as more polls than this (the runs below take a few thousand).
+const POLLS: u64 = 50_000;
+
+#[test]
+fn spill_while_paused_then_drain_in_order_after_resume() {
+    let _g = serial();
+    let log = RefCell::new(Log::default());
+    let store = Mutex::<NoopRawMutex, _>::new(Watched::new(Mem::default(), &log));
+    let config = Config::new().max_batch(4).linger(millis(10)).store(StorePolicy::new().seq_block(16));
+    let b: Batcher<NoopRawMutex, u32, 8> = Batcher::new(config);
+    let given = RefCell::new(Vec::new());
+    let stored_at_resume = Cell::new(0);
+    let mut exec = Exec::new();
+    exec.spawn(async {
+        let mut runner = b
+            .runner(async |items: &[u32], info: BatchInfo| {
+                let g =
+                    Given { boot: 0, seq: info.seq, attempt: info.attempt, items: items.to_vec(), ok: true };
+                given.borrow_mut().push(g);
+                Ok::<(), ()>(())
+            })
+            .store(&store);
+        runner.run().await;
+    });
+    exec.spawn(async {
+        b.pause(); // the uplink is down before the first item
+        for i in 0..40 {
+            assert_eq!(b.add(i).await, Ok(None), "nothing is refused or evicted: RAM spills");
+        }
+        // 40 items in a buffer of 8: the oldest went to the store, whole batches in order.
+        let m = b.metrics();
+        assert!(m.stored >= 32, "{m:?}");
+        assert!(given.borrow().is_empty(), "paused: nothing delivered");
+        stored_at_resume.set(m.stored);
+        b.resume();
+        b.shutdown().await;
+    });
+    exec.run_all(Duration::from_secs(10), POLLS);
+
+    let given = given.take();
+    assert_eq!(first_deliveries(&given), (0..40).collect::<Vec<_>>(), "acceptance order across the store");
+    let seqs: Vec<u64> = given.iter().map(|g| g.seq).collect();
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "seq order: {seqs:?}");
+    let log = log.take();
+    assert!(log.acked.len() >= 8, "spilled batches: {:?}", log.acked.keys());
+    // Every spilled batch was delivered under its own seq, with its items.
+    for (seq, items) in &log.acked {
+        assert!(given.iter().any(|g| g.seq == *seq && &g.items == items), "stored batch {seq} not delivered");
+    }
+    assert!(store.try_lock().unwrap().inner.batches.is_empty(), "removed at their final outcome");
+    let m = b.metrics();
+    assert!(m.is_consistent(), "{m:?}");
+    assert_eq!((m.delivered, m.stored, m.rejected, m.evicted), (40, 0, 0, 0));
+    assert_eq!(m.flushes.get(batch_embassy::Trigger::Store), log.acked.len() as _);
+    assert!(!log.overlapped);
+    assert_eq!(log.recovers, 1);
+    assert!(stored_at_resume.get() >= 32);
+}
+
+/// One boot of the write-ahead run: a producer adds `items` (1 ms apart), the uplink refuses
+/// the attempts `refuse` names, the batcher pauses over `paused`; the power is cut at `cut`
+/// (every task and the batcher dropped), or the boot drains and shuts down when `cut` is `None`.
+fn boot(
+    store: &Mutex<NoopRawMutex, Watched<'_, FlashStore<Flash, u32, 256>>>,
+    boot: u32,
+    items: std::ops::Range<u32>,
+    cut: Option<Duration>,
+    refuse: &dyn Fn(u64, u32) -> bool,
+    given: &RefCell<Vec<Given>>,
+) -> batch_embassy::Metrics {
+    let config = Config::new()
+        .max_batch(4)
+        .linger(millis(5))
+        .max_attempts(3)
+        .retry_delays(millis(2), millis(8))
+        .store(StorePolicy::new().write_ahead(true).seq_block(8));
+    let b: Batcher<NoopRawMutex, u32, 8> = Batcher::new(config);
+    let mut exec = Exec::new();
+    exec.spawn(async {
+        let mut runner = b
+            .runner(async |batch: &[u32], info: BatchInfo| {
+                Timer::after_millis(1).await; // air time
+                let ok = !refuse(info.seq, info.attempt);
+                let g = Given { boot, seq: info.seq, attempt: info.attempt, items: batch.to_vec(), ok };
+                given.borrow_mut().push(g);
+                if ok { Ok(()) } else { Err(()) }
+            })
+            .store(store);
+        runner.run().await;
+    });
+    exec.spawn(async {
+        for i in items.clone() {
+            Timer::after_millis(1).await;
+            if i == items.start + 20 {
+                b.pause(); // the uplink is down for a while: RAM fills and spills
+            }
+            if i == items.start + 45 {
+                b.resume();
+            }
+            b.add(i).await.unwrap();
+        }
+        if cut.is_none() {
+            b.resume();
+            b.shutdown().await;
+        }
+    });
+    match cut {
+        Some(at) => exec.run_for(at, POLLS),
+        None => exec.run_all(Duration::from_secs(60), POLLS),
+    }
+    drop(exec); // the power cut: every task stops where it was, no drop guard left running
+    b.metrics()
+}
+
+#[test]
+fn write_ahead_and_a_reboot_redeliver_every_acknowledged_batch_at_least_once_in_seq_order() {
+    let _g = serial();
+    let log = RefCell::new(Log::default());
+    let flash = FlashStore::new(Flash::new(PAGES), LAYOUT, CODEC);
+    let store = Mutex::<NoopRawMutex, _>::new(Watched::new(flash, &log));
+    let given = RefCell::new(Vec::new());
+    // Boot 0: the uplink refuses batches 5 and 6 for good (dead letters) and every attempt
+    // after 60 ms; the power goes at 70 ms, with a backlog in the store and in RAM.
+    let t0 = embassy_time::Instant::now();
+    let refuse0 = |seq: u64, _: u32| seq == 5 || seq == 6 || t0.elapsed().as_millis() > 60;
+    let m0 = boot(&store, 0, 0..100, Some(Duration::from_millis(70)), &refuse0, &given);
+    assert!(m0.is_consistent(), "{m0:?}");
+    assert!(m0.stored > 0, "write-ahead and spills stored batches before the cut: {m0:?}");
+
+    // Boot 1, over the same flash: recovery, then the stored batches first, then new items.
+    let m1 = boot(&store, 1, 1000..1030, None, &|_, _| false, &given);
+    assert!(m1.is_consistent(), "{m1:?}");
+    assert_eq!((m1.stored, m1.buffered, m1.in_flight, m1.store_lost), (0, 0, 0, 0), "{m1:?}");
+
+    let given = given.take();
+    let log = log.take();
+    // Every batch the store acknowledged reached a final outcome at least once, whole, under its
+    // own seq: delivered, or dead-lettered in boot 0 (refused on every attempt).
+    for (seq, items) in &log.acked {
+        let outcomes: Vec<&Given> = given.iter().filter(|g| g.seq == *seq).collect();
+        assert!(outcomes.iter().all(|g| &g.items == items), "seq {seq} was reused for other items");
+        let delivered = outcomes.iter().any(|g| g.ok);
+        let dead = outcomes.iter().filter(|g| g.boot == 0 && !g.ok).count() >= 3;
+        assert!(delivered || dead, "acknowledged batch {seq} never reached a final outcome: {outcomes:?}");
+    }
+    // After the reboot the recovered batches come first, in seq order, then new ones above
+    // every seq of boot 0.
+    let boot1: Vec<&Given> = given.iter().filter(|g| g.boot == 1 && g.attempt == 1).collect();
+    let recovered: Vec<u64> = boot1.iter().filter(|g| g.items[0] < 1000).map(|g| g.seq).collect();
+    assert!(!recovered.is_empty(), "the reboot redelivered what was stored");
+    assert!(recovered.windows(2).all(|w| w[0] < w[1]), "recovered in seq order: {recovered:?}");
+    let firsts: Vec<u64> = boot1.iter().map(|g| g.seq).collect();
+    assert_eq!(&firsts[..recovered.len()], &recovered[..], "stored batches go before new ones");
+    let max0 = given.iter().filter(|g| g.boot == 0).map(|g| g.seq).max().unwrap();
+    assert!(boot1.iter().filter(|g| g.items[0] >= 1000).all(|g| g.seq > max0), "no seq reused");
+    assert_eq!(
+        first_deliveries(&given).iter().filter(|i| **i >= 1000).count(),
+        30,
+        "every item of the new boot delivered"
+    );
+    assert!(!log.overlapped);
+    assert_eq!(log.recovers, 2);
+}
+
+#[test]
+fn runners_cancelled_in_the_middle_of_store_operations_lose_nothing() {
+    let _g = serial();
+    let log = RefCell::new(Log::default());
+    let mut watched = Watched::new(Mem::default(), &log);
+    watched.delay = Some(Duration::from_millis(3));
+    let store = Mutex::<NoopRawMutex, _>::new(watched);
+    let config = Config::new()
+        .max_batch(4)
+        .linger(millis(5))
+        .max_attempts(1000)
+        .retry_delays(millis(2), millis(8))
+        .store(StorePolicy::new().write_ahead(true).seq_block(4));
+    let b: Batcher<NoopRawMutex, u32, 8> = Batcher::new(config);
+    let given = RefCell::new(Vec::new());
+    let cancels = Cell::new(0u32);
+    let mut exec = Exec::new();
+    exec.spawn(async {
+        let mut runner = b
+            .runner(async |items: &[u32], info: BatchInfo| {
+                Timer::after_millis(1).await;
+                let g =
+                    Given { boot: 0, seq: info.seq, attempt: info.attempt, items: items.to_vec(), ok: true };
+                given.borrow_mut().push(g);
+                Ok::<(), ()>(())
+            })
+            .store(&store);
+        // Lose to a timer of 1..7 ms again and again: in flash writes, reads, removals, waits.
+        let mut rng = Rng(7);
+        while !b.is_finished() {
+            let timeout = Timer::after_millis(1 + rng.below(7));
+            if let embassy_futures::select::Either::Second(()) = select(runner.run(), timeout).await {
+                cancels.set(cancels.get() + 1);
+            }
+        }
+    });
+    exec.spawn(async {
+        let mut rng = Rng(11);
+        for i in 0..300 {
+            if i % 50 == 10 {
+                b.pause(); // spills
+            }
+            if i % 50 == 40 {
+                b.resume(); // loads
+            }
+            b.add(i).await.unwrap();
+            if rng.below(3) == 0 {
+                Timer::after_millis(1).await;
+            }
+        }
+        b.resume();
+        b.shutdown().await;
+    });
+    exec.run_all(Duration::from_secs(600), POLLS);
+
+    let given = given.take();
+    let log = log.take();
+    assert_eq!(first_deliveries(&given), (0..300).collect::<Vec<_>>(), "nothing lost, acceptance order");
+    let m = b.metrics();
+    assert!(m.is_consistent(), "{m:?}");
+    assert_eq!((m.delivered, m.stored, m.returned), (300, 0, 0), "{m:?}");
+    assert!(!log.overlapped);
+    // The cancellations hit every kind of operation, also after it took effect.
+    for op in ["append", "read", "remove", "floor"] {
+        assert!(
+            log.cancelled.get(op).copied().unwrap_or(0) > 0,
+            "no {op} was cancelled: {:?}",
+            log.cancelled
+        );
+    }
+    // Appends that took effect but were never acknowledged were taken out again.
+    assert!(store.try_lock().unwrap().inner.batches.is_empty(), "a cancelled append left a batch behind");
+    assert!(cancels.get() > 100, "{}", cancels.get());
+}
+
+#[test]
+fn several_runners_share_one_store_one_operation_at_a_time_and_recover_once() {
+    let _g = serial();
+    let log = RefCell::new(Log::default());
+    // A batch left from the previous boot.
+    let mut mem = Mem::default();
+    mem.batches.insert(41, vec![1000, 1001]);
+    mem.floor = 50;
+    let mut watched = Watched::new(mem, &log);
+    watched.delay = Some(Duration::from_millis(1));
+    let store = Mutex::<NoopRawMutex, _>::new(watched);
+    let config = Config::new()
+        .max_batch(4)
+        .linger(millis(5))
+        .max_in_flight(3)
+        .store(StorePolicy::new().write_ahead(true).seq_block(8));
+    let b: Batcher<NoopRawMutex, u32, 16, 3> = Batcher::new(config);
+    let given = RefCell::new(Vec::new());
+    let mut exec = Exec::new();
+    for _ in 0..3 {
+        exec.spawn(async {
+            let mut runner = b
+                .runner(async |items: &[u32], info: BatchInfo| {
+                    Timer::after_millis(2).await;
+                    let g = Given {
+                        boot: 0,
+                        seq: info.seq,
+                        attempt: info.attempt,
+                        items: items.to_vec(),
+                        ok: true,
+                    };
+                    given.borrow_mut().push(g);
+                    Ok::<(), ()>(())
+                })
+                .store(&store);
+            runner.run().await;
+        });
+    }
+    exec.spawn(async {
+        for i in 0..100 {
+            b.add(i).await.unwrap();
+        }
+        b.shutdown().await;
+    });
+    exec.run_all(Duration::from_secs(60), POLLS);
+
+    let given = given.take();
+    let log = log.take();
+    assert_eq!(log.recovers, 1, "one runner read the store at boot");
+    assert!(!log.overlapped, "store operations never overlapped");
+    assert_eq!(given.first().map(|g| g.seq), Some(41), "the recovered batch went first");
+    let mut items: Vec<u32> = given.iter().flat_map(|g| g.items.iter().copied()).collect();
+    items.sort_unstable();
+    let mut want: Vec<u32> = (0..100).collect();
+    want.extend([1000, 1001]);
+    assert_eq!(items, want, "each item delivered once");
+    assert!(given.iter().all(|g| g.seq == 41 || g.seq >= 50), "no seq below the recovered floor");
+    let m = b.metrics();
+    assert!(m.is_consistent(), "{m:?}");
+    assert_eq!((m.delivered, m.stored, m.accepted), (102, 0, 102));
+    assert!(store.try_lock().unwrap().inner.batches.is_empty());
+}
