@@ -287,6 +287,7 @@ enum Op {
     Advance(u64),
     StoreFails(u32),
     Flush,
+    Durable,
     PowerCut,
 }
 
@@ -300,6 +301,7 @@ fn op() -> impl Strategy<Value = Op> {
         2 => (1u64..300).prop_map(Op::Advance),
         1 => (1u32..3).prop_map(Op::StoreFails),
         1 => Just(Op::Flush),
+        1 => Just(Op::Durable),
         1 => Just(Op::PowerCut),
     ]
 }
@@ -343,6 +345,20 @@ proptest! {
                 Op::Advance(d) => rig.advance(ms(d)),
                 Op::StoreFails(n) => rig.store.fail_next = n,
                 Op::Flush => { let _ = rig.core.flush(); rig.pump(); }
+                Op::Durable => {
+                    let token = rig.core.token();
+                    rig.core.request_durable(token);
+                    rig.pump();
+                    // With spill on, a store that takes it and nothing failing, it is durable
+                    // at once (stored, written ahead, or already final).
+                    let failed = rig.core.metrics().store_failures > 0;
+                    if spill && limit.is_none() && rig.store.fail_next == 0 && !failed && !rig.core.is_paused() {
+                        // Not durable only while running unprotected (no write-ahead): final soon.
+                        let running = rig.core.metrics().in_flight > 0 && !write_ahead;
+                        prop_assert!(rig.core.is_durable(token) || running,
+                            "durable request not met: {:?}", rig.core.metrics());
+                    }
+                }
                 Op::PowerCut => {
                     // What only RAM held (and was not delivered) is lost with the power.
                     let delivered = rig.first_deliveries();

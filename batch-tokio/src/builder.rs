@@ -102,6 +102,8 @@ pub struct Builder<T> {
     attempt_timeout: Option<Duration>,
     on_error: Option<Arc<OnError<T>>>,
     on_evict: Option<Box<OnEvict<T>>>,
+    #[cfg(feature = "disk-store")]
+    store: Option<Box<dyn crate::store_drive::ErasedStore<T>>>,
 }
 
 impl<T> std::fmt::Debug for Builder<T> {
@@ -155,6 +157,8 @@ impl<T: Send + 'static> Builder<T> {
             attempt_timeout: None,
             on_error: None,
             on_evict: None,
+            #[cfg(feature = "disk-store")]
+            store: None,
         }
     }
 
@@ -283,7 +287,13 @@ impl<T: Send + 'static> Builder<T> {
         }
         let staging = weigher.is_none() && self.config.get_overflow() == Overflow::Reject;
         let places = crate::stage::places_per_run(max_batch, staging);
-        let shared = Arc::new(Shared::new(core, lanes, self.on_error, self.on_evict, weigher, places));
+        #[allow(unused_mut, reason = "set only with the disk-store feature")]
+        let mut shared = Shared::new(core, lanes, self.on_error, self.on_evict, weigher, places);
+        #[cfg(feature = "disk-store")]
+        {
+            shared.store = self.store.map(|store| Arc::new(crate::store_drive::StoreLink::new(store)));
+        }
+        let shared = Arc::new(shared);
         let worker = Worker::new(
             Arc::clone(&shared),
             handler,
@@ -291,6 +301,37 @@ impl<T: Send + 'static> Builder<T> {
             bufs,
         );
         Ok((Batcher::from_shared(shared), worker))
+    }
+
+    /// Store and forward (feature `disk-store`): batches go to `store` as `policy` says (spill
+    /// when the buffer is full and nothing can be sent, write-ahead before the first attempt),
+    /// stored batches are delivered first after a restart, in seq order, at least once, and
+    /// sequence numbers are never reused (see `batch_core::store`). Until the worker has
+    /// recovered the store, adds wait (and `try_add` is refused as full).
+    ///
+    /// ```no_run
+    /// use batch_tokio::{Batcher, DiskStore, handler, StorePolicy};
+    /// # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+    /// let store = DiskStore::<u64>::open("/var/lib/gateway/batches.db", 0x5EAD_0001).await?;
+    /// let batcher = Batcher::builder()
+    ///     .disk_store(store, StorePolicy::new().write_ahead(true))
+    ///     .spawn(handler::from_fn(|batch: handler::Batch<u64>| async move {
+    ///         println!("seq {}: {} readings", batch.seq(), batch.len()); // dedup key: the seq
+    ///         Ok::<_, std::io::Error>(())
+    ///     }))?;
+    /// batcher.add_durable(42).await?; // in the store (one fsync per batch) or delivered
+    /// # Ok(())
+    /// # }
+    /// ```
+    #[cfg(feature = "disk-store")]
+    #[must_use]
+    pub fn disk_store(mut self, store: crate::DiskStore<T>, policy: batch_core::store::StorePolicy) -> Self
+    where
+        T: serde::Serialize + serde::de::DeserializeOwned + Sync,
+    {
+        self.config = self.config.store(policy);
+        self.store = Some(Box::new(store));
+        self
     }
 
     /// Builds the batcher and spawns its worker on the current tokio runtime. Outside a runtime

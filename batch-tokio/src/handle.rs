@@ -329,6 +329,8 @@ impl<T> Batcher<T> {
                 stage::collect(&self.shared);
                 continue;
             }
+            // Full: a spill to the store may make room.
+            self.shared.store_wake();
             return Pushed::Full(item, st, own.map(|(_, run)| run));
         }
     }
@@ -357,6 +359,50 @@ impl<T> Batcher<T> {
             // A worker that ends closes the core and wakes us: the next round hands the item back
             // through the core, which counts it as rejected.
             room.await;
+        }
+    }
+
+    /// Adds an item and resolves once it is durable: in the store (written ahead, or spilled)
+    /// or already delivered (feature `disk-store`, with [`Builder::disk_store`]). The item is
+    /// added as urgent, so its batch is cut at once with everything buffered before it: every
+    /// durable add that arrived while the previous batch was being written shares one append
+    /// and one `fsync` (group commit). Waits while the buffer is full, as [`add`](Self::add).
+    /// Without a store it resolves once the item is delivered (or final).
+    ///
+    /// # Errors
+    ///
+    /// [`DurableError::Refused`] with the item if it was not accepted;
+    /// [`DurableError::Stopped`] if a shutdown deadline stopped the batcher first.
+    ///
+    /// [`Builder::disk_store`]: crate::Builder::disk_store
+    /// [`DurableError::Refused`]: crate::DurableError::Refused
+    /// [`DurableError::Stopped`]: crate::DurableError::Stopped
+    #[cfg(feature = "disk-store")]
+    pub async fn add_durable(&self, item: T) -> Result<(), crate::DurableError<T>> {
+        self.add_waiting(item, true).await.map_err(crate::DurableError::Refused)?;
+        let token = {
+            let mut st = self.shared.lock();
+            st.flush_waiters += 1;
+            let token = st.core.token();
+            // If no flight slot can take it now, it spills to the store instead of waiting.
+            st.core.request_durable(token);
+            token
+        };
+        self.shared.store_wake();
+        let _waiting = FlushWaiter(&self.shared);
+        loop {
+            let settled = self.shared.settled.notified();
+            {
+                let st = self.shared.lock();
+                if st.core.is_durable(token) {
+                    return Ok(());
+                }
+                if self.shared.aborted.load(Ordering::Acquire) || self.shared.finished.load(Ordering::Acquire)
+                {
+                    return Err(crate::DurableError::Stopped);
+                }
+            }
+            settled.await;
         }
     }
 
@@ -493,6 +539,7 @@ impl<T> Batcher<T> {
         let now = self.shared.now();
         self.shared.lock().core.resume(now);
         self.shared.work.notify_waiters();
+        self.shared.store_wake();
     }
 
     /// Items buffered (not yet cut into a batch), staged ones included.
@@ -551,6 +598,18 @@ impl<T> Batcher<T> {
             }
             Err(e) => Err(e),
         }
+    }
+}
+
+/// Counts a durable add's wait in `flush_waiters` (so outcomes wake it) until it ends, also if
+/// its future is dropped.
+#[cfg(feature = "disk-store")]
+struct FlushWaiter<'a, T>(&'a Shared<T>);
+
+#[cfg(feature = "disk-store")]
+impl<T> Drop for FlushWaiter<'_, T> {
+    fn drop(&mut self) {
+        self.0.lock().flush_waiters -= 1;
     }
 }
 

@@ -77,8 +77,12 @@ pub mod handler;
 mod shared;
 mod shutdown;
 mod stage;
+#[cfg(feature = "disk-store")]
+mod store_drive;
 mod worker;
 
+#[cfg(feature = "disk-store")]
+pub use batch_core::store::StorePolicy;
 pub use batch_core::{ConfigError, FlushCounts, Metrics, Overflow, PushError, Trigger};
 pub use builder::{BuildError, Builder};
 #[cfg(feature = "disk-store")]
@@ -87,4 +91,6 @@ pub use disk_store::{DiskStore, DiskStoreError};
 pub use export::MetricsExporter;
 pub use handle::{Batcher, Rejected, WeakBatcher};
 pub use shutdown::{Abandoned, SHUTDOWN_GRACE, ShutdownReport};
+#[cfg(feature = "disk-store")]
+pub use store_drive::DurableError;
 pub use worker::Worker;

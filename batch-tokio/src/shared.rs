@@ -69,6 +69,9 @@ pub(crate) struct Shared<T> {
     pub(crate) on_evict: Option<Box<OnEvict<T>>>,
     /// Runs on the producer's task, outside the lock; the core keeps each weight.
     pub(crate) weigher: Option<Weigher<T>>,
+    /// The store, for store and forward (feature `disk-store`).
+    #[cfg(feature = "disk-store")]
+    pub(crate) store: Option<Arc<crate::store_drive::StoreLink<T>>>,
 }
 
 pub(crate) struct State<T> {
@@ -92,6 +95,9 @@ pub(crate) struct State<T> {
     pub(crate) remainder: Vec<T>,
     /// Batches a shutdown deadline could not take back by value.
     pub(crate) abandoned: Vec<Abandoned>,
+    /// Batches the store task loaded from the store, each in flight in the core, waiting for
+    /// an idle lane to run them.
+    pub(crate) loaded: std::collections::VecDeque<(batch_core::Flush, Vec<T>)>,
 }
 
 impl<T> Shared<T> {
@@ -114,6 +120,7 @@ impl<T> Shared<T> {
                 given_back: Vec::new(),
                 remainder: Vec::new(),
                 abandoned: Vec::new(),
+                loaded: std::collections::VecDeque::new(),
             }),
             stages: Mutex::new(Vec::new()),
             places,
@@ -129,6 +136,18 @@ impl<T> Shared<T> {
             on_error,
             on_evict,
             weigher,
+            #[cfg(feature = "disk-store")]
+            store: None,
+        }
+    }
+
+    /// Wakes the store task, if there is one: store work may be due.
+    #[inline]
+    #[cfg_attr(not(feature = "disk-store"), allow(clippy::unused_self))]
+    pub(crate) fn store_wake(&self) {
+        #[cfg(feature = "disk-store")]
+        if let Some(link) = &self.store {
+            link.wake.notify_waiters();
         }
     }
 

@@ -63,7 +63,8 @@ impl Worker {
         H: Handler<T>,
     {
         let handler = Arc::new(handler);
-        let lanes: Vec<Option<LaneFuture>> = bufs
+        #[allow(unused_mut, reason = "the store task joins only with the disk-store feature")]
+        let mut lanes: Vec<Option<LaneFuture>> = bufs
             .into_iter()
             .enumerate()
             .map(|(id, buf)| {
@@ -71,6 +72,11 @@ impl Worker {
                 Some(Box::pin(lane) as LaneFuture)
             })
             .collect();
+        #[cfg(feature = "disk-store")]
+        if let Some(link) = shared.store.clone() {
+            let task = crate::store_drive::store_task(Arc::clone(&shared), link, cfg.max_batch);
+            lanes.push(Some(Box::pin(task)));
+        }
         // Made here, not in the future: a worker dropped before its first poll (its runtime shut
         // down, or it was never spawned) must still mark the batcher finished.
         let finish = FinishGuard(Arc::clone(&shared));
@@ -122,6 +128,12 @@ impl<T> Drop for FinishGuard<T> {
 /// Moves what a stopped worker still holds into the remainder: batches given back by lanes,
 /// oldest first, then the buffer. All of it counts as returned.
 pub(crate) fn collect_remainder<T>(st: &mut State<T>) {
+    // Batches loaded from the store that no lane took: given back like a lane's.
+    while let Some((flush, items)) = st.loaded.pop_front() {
+        if st.core.abandon(flush.seq).is_some() {
+            st.given_back.push((flush.seq, items));
+        }
+    }
     st.given_back.sort_by_key(|(seq, _)| *seq);
     for (_, mut items) in std::mem::take(&mut st.given_back) {
         st.remainder.append(&mut items);
@@ -138,11 +150,19 @@ struct LaneBuf<T: 'static> {
     shared: Arc<Shared<T>>,
     batch: Batch<T>,
     holding: Option<u64>,
+    /// The batch's write-ahead append is under way (its report is owed to the core).
+    #[cfg(feature = "disk-store")]
+    writing: bool,
 }
 
 impl<T: 'static> Drop for LaneBuf<T> {
     fn drop(&mut self) {
         if let Some(seq) = self.holding.take() {
+            #[cfg(feature = "disk-store")]
+            if self.writing {
+                // Dropped mid-append: the core must not wait for a report that never comes.
+                self.shared.lock().core.handle_written(seq, false);
+            }
             give_back(&self.shared, seq, &mut self.batch);
         }
     }
@@ -199,7 +219,7 @@ impl Future for JoinAll {
     }
 }
 
-async fn sleep_until(at: Option<tokio::time::Instant>) {
+pub(crate) async fn sleep_until(at: Option<tokio::time::Instant>) {
     tokio::time::sleep_until(at.unwrap_or_else(far_future)).await;
 }
 
@@ -212,6 +232,8 @@ where
         shared: Arc::clone(&shared),
         batch: Batch::new(buf, 0, 1, batch_core::Trigger::Manual),
         holding: None,
+        #[cfg(feature = "disk-store")]
+        writing: false,
     };
     // One timer per lane, re-armed only when a batch is due earlier than it fires (quinn's
     // pattern): most batches are cut by size long before their linger deadline, so most never
@@ -230,11 +252,36 @@ where
         // No `.await` between the cut and here, nor between the end of `run_batch` and the
         // next cut: `holding` is exact at every point where the lane can be dropped.
         lane.holding = Some(flush.seq);
+        #[cfg(feature = "disk-store")]
+        if flush.write_ahead {
+            write_ahead(&shared, &mut lane, flush.seq).await;
+        }
         let after = run_batch(&shared, &*handler, flush, &mut lane, cfg).await;
         match after {
             After::Next(cut) => next = cut,
             After::Aborted => return,
         }
+    }
+}
+
+/// Appends the lane's batch to the store before its first attempt (write-ahead) and reports it.
+#[cfg(feature = "disk-store")]
+async fn write_ahead<T: 'static>(shared: &Shared<T>, lane: &mut LaneBuf<T>, seq: u64) {
+    let Some(link) = shared.store.as_ref() else {
+        shared.lock().core.handle_written(seq, false);
+        return;
+    };
+    lane.writing = true;
+    let ok = crate::store_drive::write_ahead(link, seq, lane.buf()).await;
+    let waiters = {
+        let mut st = shared.lock();
+        st.core.handle_written(seq, ok);
+        st.flush_waiters > 0
+    };
+    lane.writing = false;
+    shared.store_wake();
+    if waiters {
+        shared.settled.notify_waiters();
     }
 }
 
@@ -275,6 +322,13 @@ async fn next_batch<T: 'static>(
             st.idle[id] = None;
             if shared.aborted.load(Ordering::Acquire) {
                 return None;
+            }
+            if let Some((flush, items)) = st.loaded.pop_front() {
+                // A batch loaded from the store (older than anything in RAM): run it.
+                drop(st);
+                let old = std::mem::replace(lane.buf(), items);
+                shared.drop_items(old);
+                return Some(flush);
             }
             let now = shared.now();
             if !st.runs.is_empty()
@@ -412,6 +466,8 @@ where
             }
             (c, next, callback)
         };
+        // A final batch that is in the store waits for its removal; a slot may be free to load.
+        shared.store_wake();
         lane.holding = next.map(|f| f.seq);
         match (completion, result) {
             (Some(Completion::Delivered { .. }), _) => return After::Next(next),

@@ -17,6 +17,22 @@ impl<T, Q: Queue<T>, S: Slots> BatchCore<T, Q, S> {
         FlushToken(self.accepted)
     }
 
+    /// A token for every item accepted so far, without asking for a flush: for waiting on
+    /// [`is_flushed`](Self::is_flushed) (or, with a store, `is_durable`) while linger and size
+    /// still decide when the items go.
+    ///
+    /// ```
+    /// use batch_core::{Batcher, Config, Instant};
+    /// let mut b: Batcher<u8, 4> = Batcher::new(Config::new());
+    /// b.push(Instant::ZERO, 1).unwrap();
+    /// let token = b.token();
+    /// assert_eq!(token.items_before(), 1);
+    /// assert!(!b.is_flushed(token));
+    /// ```
+    pub fn token(&self) -> FlushToken {
+        FlushToken(self.accepted)
+    }
+
     /// Stops taking items (pushes return [`PushError::Closed`](crate::PushError::Closed)) and cuts everything buffered
     /// without waiting for linger. Batches in flight finish, retries included. Idempotent.
     pub fn close(&mut self) {

@@ -3,7 +3,7 @@
 
 use super::{BatchCore, Completion, Outcome, add};
 use crate::metrics::Count;
-use crate::storage::{InFlight, Phase, Queue, Slots};
+use crate::storage::{Phase, Queue, Slots};
 use crate::time::{Duration, Instant};
 
 impl<T, Q: Queue<T>, S: Slots> BatchCore<T, Q, S> {
@@ -82,11 +82,12 @@ impl<T, Q: Queue<T>, S: Slots> BatchCore<T, Q, S> {
     /// (the store keeps it: the next boot delivers it again, under the same seq).
     fn give_up(&mut self, seq: u64) -> Option<u32> {
         let index = self.slots.as_slice().iter().position(|s| s.seq == seq)?;
-        let slot = self.remove_slot(index);
+        let slot = &self.slots.as_slice()[index];
         #[cfg(feature = "store")]
         let len = if slot.phase == Phase::Removing { 0 } else { slot.len };
         #[cfg(not(feature = "store"))]
         let len = slot.len;
+        self.remove_slot(index);
         self.counters.in_flight -= Count::from(len);
         Some(len)
     }
@@ -132,19 +133,27 @@ impl<T, Q: Queue<T>, S: Slots> BatchCore<T, Q, S> {
         })
     }
 
-    /// Removes the in-flight record at `index` (the last record takes its place). Plain copies of
-    /// a small `Copy` record: no overlapping move, so no `memmove` in the firmware image.
-    pub(super) fn remove_slot(&mut self, index: usize) -> InFlight {
+    /// Removes the in-flight record at `index` (the last record takes its place). Field by field,
+    /// between two disjoint borrows: no overlapping move (`memmove`), and no whole 40-byte record
+    /// copied at once (a `swap`, or the removed record returned by value), which is a `memcpy`
+    /// call on riscv32, where `memcpy` itself costs 400 bytes of code.
+    pub(super) fn remove_slot(&mut self, index: usize) {
         let slots = self.slots.as_mut_slice();
-        let removed = slots[index];
         let last = slots.len() - 1;
         if index < last {
-            // Two disjoint `&mut`s: LLVM knows they do not overlap and copies without `memmove`.
             let (head, tail) = slots.split_at_mut(last);
-            core::mem::swap(&mut head[index], &mut tail[0]);
+            let (to, from) = (&mut head[index], &tail[0]);
+            to.seq = from.seq;
+            to.first = from.first;
+            to.len = from.len;
+            to.attempt = from.attempt;
+            to.phase = from.phase;
+            #[cfg(feature = "store")]
+            {
+                to.stored = from.stored;
+            }
         }
         let _ = self.slots.pop();
-        removed
     }
 
     pub(super) fn slot_free(&self) -> bool {

@@ -246,6 +246,9 @@ pub(super) struct StoreState {
     evict: bool,
     /// After a failed operation, none before this instant.
     retry_at: Option<Instant>,
+    /// Items accepted before this index are wanted durable ([`BatchCore::request_durable`]):
+    /// they spill even though RAM is not full, when nothing can take them now.
+    durable_mark: u64,
     lost: Count,
     failures: Count,
 }
@@ -263,6 +266,7 @@ impl StoreState {
             full: false,
             evict: false,
             retry_at: None,
+            durable_mark: 0,
             lost: 0,
             failures: 0,
         }
@@ -502,8 +506,44 @@ impl<T, Q: Queue<T>, S: Slots> BatchCore<T, Q, S> {
             && s.writes == 0 // appends stay in seq order
             && self.next_seq < s.floor
             && self.queue.len() > 0
-            && self.queue.len() + self.reserved >= self.queue.capacity()
+            && (self.queue.len() + self.reserved >= self.queue.capacity() || self.front_index() < s.durable_mark)
             && (self.paused_at.is_some() || !self.slot_free() || s.batches > 0)
+    }
+
+    /// Asks for every item accepted before `token` to become durable soon (a durable add): they
+    /// are due at once (as urgent items are), and if no flight slot can take them now (paused, all busy, or stored batches ahead), they
+    /// spill to the store without waiting for RAM to fill (with `spill` on). Items that can be
+    /// cut are cut as usual (and written ahead, with `write_ahead`). Wait with
+    /// [`is_durable`](Self::is_durable).
+    ///
+    /// ```
+    /// use batch_core::{Batch, Batcher, Config, Instant};
+    /// use batch_core::store::{Recovered, StoreDone, StoreOp, StorePolicy};
+    /// let mut core: Batcher<u8, 8> = Batcher::new(Config::new().max_batch(4).store(StorePolicy::new()));
+    /// let (t, mut io) = (Instant::ZERO, Batch::<u8, 8>::new());
+    /// assert!(core.recovered(Recovered::default()));
+    /// let _ = core.poll_store(t, &mut io);
+    /// let _ = core.handle_store(t, StoreDone::FloorPersisted);
+    /// core.pause(t); // the uplink is down
+    /// core.push(t, 7).unwrap();
+    /// let token = core.token();
+    /// core.request_durable(token);
+    /// assert_eq!(core.poll_store(t, &mut io), Some(StoreOp::Append { seq: 0, len: 1 }));
+    /// let _ = core.handle_store(t, StoreDone::Appended);
+    /// assert!(core.is_durable(token));
+    /// ```
+    pub fn request_durable(&mut self, token: crate::FlushToken) {
+        let mark = token.items_before();
+        if mark > self.store.durable_mark {
+            self.store.durable_mark = mark;
+            self.wake = true;
+        }
+        // Due now, as urgent items are: cut at once where a slot is free.
+        if mark > self.flush_mark {
+            self.flush_mark = mark;
+            self.mark_trigger = Trigger::Urgent;
+            self.fast_until = 0;
+        }
     }
 
     /// Cuts the front of RAM into `out` as a batch for the store.
