@@ -164,21 +164,25 @@ fn test() -> Result {
         bench::bench(&["--smoke".to_owned()])
     });
     let app = root.join("examples/telemetry-app");
-    t.step("telemetry-app (shared firmware code) host tests", |t| {
-        t.cargo_test(cargo(&app).args(["test", "--locked"]))
+    t.step("telemetry-app (shared firmware code) host tests, without and with the store", |t| {
+        t.cargo_test(cargo(&app).args(["test", "--locked"]))?;
+        t.cargo_test(cargo(&app).args(["test", "--locked", "--features", "store"]))
     });
-    t.step("telemetry-app clippy for thumbv7em (+defmt)", |_| {
-        util::run(cargo(&app).args([
-            "clippy",
-            "--locked",
-            "--target",
-            "thumbv7em-none-eabihf",
-            "--features",
-            "defmt",
-            "--",
-            "-D",
-            "warnings",
-        ]))
+    t.step("telemetry-app clippy for thumbv7em (+defmt, +defmt,store)", |_| {
+        for features in ["defmt", "defmt,store"] {
+            util::run(cargo(&app).args([
+                "clippy",
+                "--locked",
+                "--target",
+                "thumbv7em-none-eabihf",
+                "--features",
+                features,
+                "--",
+                "-D",
+                "warnings",
+            ]))?;
+        }
+        Ok(())
     });
     firmware_steps(&mut t);
     t.step("board examples (STM32F411, ESP32-C3)", |_| boards::boards());

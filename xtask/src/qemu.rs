@@ -190,10 +190,8 @@ pub(crate) fn release_dir(target: &str) -> PathBuf {
 /// [`firmware_elf`].
 fn build(machine: &Machine, broken: bool) -> Result<PathBuf> {
     let mut build = firmware_cargo("build", machine.target);
-    build.args(["--bin", BIN]);
-    if broken {
-        build.args(["--features", "broken"]);
-    }
+    // The store run: write-ahead on a simulated flash, a power cut and a reboot from the flash.
+    build.args(["--bin", BIN, "--features", if broken { "store,broken" } else { "store" }]);
     run(&mut build)?;
 
     let built = release_dir(machine.target).join(BIN);

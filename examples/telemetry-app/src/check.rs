@@ -87,6 +87,21 @@ pub enum Failure {
     NoRetries,
     /// No batch was dead-lettered, so dead letters were not exercised.
     NoDeadLetter,
+    /// A reading never reached a final outcome although the store had acknowledged it, or was
+    /// produced after the power cut (the store run; the first such reading of the sensor).
+    Lost {
+        /// The sensor.
+        sensor: u8,
+        /// The reading.
+        seq: u32,
+        /// Whether the store had acknowledged it.
+        durable: bool,
+    },
+    /// More readings were lost at the power cut than RAM can hold (the store run).
+    TooManyLost {
+        /// Readings lost.
+        lost: u64,
+    },
 }
 
 /// Up to this many failures are kept; more are only counted.
@@ -103,6 +118,11 @@ pub struct Report {
     pub failures: heapless::Vec<Failure, MAX_FAILURES>,
     /// Failures beyond [`MAX_FAILURES`], not kept.
     pub more_failures: u32,
+    /// The store run: the first boot's metrics at the power cut (`metrics` then adds both boots
+    /// up) and the readings lost in RAM (produced before the cut, never acknowledged by the
+    /// store).
+    #[cfg(feature = "store")]
+    pub power_cut: Option<(Metrics, u64)>,
 }
 
 impl Report {
@@ -177,6 +197,24 @@ impl Report {
             m.rejected,
             m.evicted
         );
+        #[cfg(feature = "store")]
+        if let Some((before, lost)) = self.power_cut {
+            let s = &ledger.store;
+            log_info!(
+                "summary: power cut at {=u64} ms; boot 2 recovered {=u64} batches ({=u64} readings) from flash; {=u32} readings settled again (at least once), {=u64} lost in RAM (never acknowledged by the store)",
+                s.cut_at_ms.unwrap_or(0),
+                s.recovered_batches,
+                s.recovered_items,
+                s.redelivered,
+                lost
+            );
+            log_info!(
+                "summary: store: {} batches loaded from flash, {} store operations failed, {} readings lost by the store",
+                m.flushes.get(Trigger::Store),
+                before.store_failures + m.store_failures,
+                m.store_lost
+            );
+        }
     }
 }
 
@@ -185,8 +223,14 @@ impl Report {
 /// `plan.run_for`; nothing anomalous happened; the metrics add up, are drained and agree with the
 /// ledger; and both retries and dead letters happened. [`Report::passed`] tells the verdict.
 pub fn check(ledger: &Ledger, metrics: &Metrics, plan: &Plan) -> Report {
-    let mut report =
-        Report { ledger: *ledger, metrics: *metrics, failures: heapless::Vec::new(), more_failures: 0 };
+    let mut report = Report {
+        ledger: *ledger,
+        metrics: *metrics,
+        failures: heapless::Vec::new(),
+        more_failures: 0,
+        #[cfg(feature = "store")]
+        power_cut: None,
+    };
     for (sensor, s) in SENSORS.iter().zip(&ledger.sensors) {
         if !s.stopped {
             report.fail(Failure::SensorRunning { sensor: sensor.id });
@@ -212,7 +256,10 @@ pub fn check(ledger: &Ledger, metrics: &Metrics, plan: &Plan) -> Report {
         report.fail(Failure::MetricsInconsistent);
     }
     if metrics.buffered != 0 || metrics.in_flight != 0 {
-        report.fail(Failure::NotDrained { buffered: wide(metrics.buffered), in_flight: wide(metrics.in_flight) });
+        report.fail(Failure::NotDrained {
+            buffered: wide(metrics.buffered),
+            in_flight: wide(metrics.in_flight),
+        });
     }
     let pairs = [
         (Counter::Accepted, ledger.produced(), wide(metrics.accepted)),
@@ -249,4 +296,119 @@ pub fn check(ledger: &Ledger, metrics: &Metrics, plan: &Plan) -> Report {
 #[allow(clippy::useless_conversion, reason = "a no-op on 64-bit hosts only")]
 fn wide(count: Count) -> u64 {
     count.into()
+}
+
+/// The self-check of the store run, after the power cut and the second boot: every reading
+/// produced reached a final outcome at least once, or was lost in RAM at the cut (produced before
+/// it, never acknowledged by the store), and no more were lost than RAM holds; a reading settled
+/// twice only if the store held it, first outcomes in order per sensor, batches in order within
+/// each boot (the ledger's anomalies); each boot's metrics add up, the second drained its store;
+/// and the ledger's counters equal both boots' together (`before` at the cut, `after` now; the
+/// recovered readings count as accepted once).
+#[cfg(feature = "store")]
+pub fn check_power_cut(ledger: &Ledger, before: &Metrics, after: &Metrics, plan: &Plan) -> Report {
+    let metrics = combined(before, after, ledger.store.recovered_items);
+    let mut report = Report {
+        ledger: *ledger,
+        metrics,
+        failures: heapless::Vec::new(),
+        more_failures: 0,
+        power_cut: None,
+    };
+    let mut lost = 0;
+    for (sensor, s) in SENSORS.iter().zip(&ledger.sensors) {
+        if !s.stopped {
+            report.fail(Failure::SensorRunning { sensor: sensor.id });
+        }
+        let expected = sensor.readings_in(plan.run_for);
+        if s.produced != expected {
+            report.fail(Failure::WrongProduction { sensor: sensor.id, produced: s.produced, expected });
+        }
+        let at_cut = ledger.store.produced_at_cut.get(usize::from(sensor.id)).copied().unwrap_or(0);
+        let mut first_bad = None;
+        for seq in 0..s.produced {
+            if ledger.store.is_settled(sensor.id, seq) {
+                continue;
+            }
+            let durable = ledger.store.is_durable(sensor.id, seq);
+            if durable || seq >= at_cut {
+                first_bad = first_bad.or(Some((seq, durable)));
+            } else {
+                lost += 1;
+            }
+        }
+        if let Some((seq, durable)) = first_bad {
+            report.fail(Failure::Lost { sensor: sensor.id, seq, durable });
+        }
+    }
+    if lost > (crate::CAPACITY + crate::MAX_BATCH) as u64 {
+        report.fail(Failure::TooManyLost { lost });
+    }
+    report.power_cut = Some((*before, lost));
+    if let Some(first) = ledger.first_anomaly {
+        report.fail(Failure::Anomalies { count: ledger.anomalies, first });
+    }
+    if !before.is_consistent() || !after.is_consistent() {
+        report.fail(Failure::MetricsInconsistent);
+    }
+    if after.buffered != 0 || after.in_flight != 0 || after.stored != 0 {
+        report.fail(Failure::NotDrained { buffered: wide(after.buffered), in_flight: wide(after.in_flight) });
+    }
+    let m = &metrics;
+    let pairs = [
+        (Counter::Accepted, ledger.produced(), wide(m.accepted)),
+        (Counter::Delivered, ledger.delivered(), wide(m.delivered)),
+        (Counter::DeadLettered, ledger.dead_lettered(), wide(m.dead_lettered)),
+        (Counter::BatchesDelivered, u64::from(ledger.batches_delivered), wide(m.batches_delivered)),
+        (
+            Counter::BatchesDeadLettered,
+            u64::from(ledger.batches_dead_lettered),
+            wide(m.batches_dead_lettered),
+        ),
+        (Counter::FailedAttempts, u64::from(ledger.failed_attempts), wide(m.failed_attempts)),
+        // An attempt cut short by the power cut is in neither: every recorded attempt either
+        // failed or delivered its batch.
+        (Counter::Attempts, u64::from(ledger.attempts), wide(m.failed_attempts) + wide(m.batches_delivered)),
+    ];
+    for (counter, ledger, metrics) in pairs {
+        if ledger != metrics {
+            report.fail(Failure::Mismatch { counter, ledger, metrics });
+        }
+    }
+    if m.retries == 0 {
+        report.fail(Failure::NoRetries);
+    }
+    if m.batches_dead_lettered == 0 || ledger.batches_dead_lettered == 0 {
+        report.fail(Failure::NoDeadLetter);
+    }
+    report
+}
+
+/// Both boots' counters together: `after`'s gauges, the sum of the counts, with the readings
+/// recovered from the store counted as accepted once (by the first boot).
+#[cfg(feature = "store")]
+fn combined(before: &Metrics, after: &Metrics, recovered: u64) -> Metrics {
+    let mut m = *after;
+    let sum = |a: Count, b: Count| a.wrapping_add(b);
+    m.accepted = sum(before.accepted, after.accepted).wrapping_sub(recovered as Count);
+    m.rejected = sum(before.rejected, after.rejected);
+    m.delivered = sum(before.delivered, after.delivered);
+    m.dead_lettered = sum(before.dead_lettered, after.dead_lettered);
+    m.evicted = sum(before.evicted, after.evicted);
+    m.returned = sum(before.returned, after.returned);
+    m.retries = sum(before.retries, after.retries);
+    m.failed_attempts = sum(before.failed_attempts, after.failed_attempts);
+    m.batches_delivered = sum(before.batches_delivered, after.batches_delivered);
+    m.batches_dead_lettered = sum(before.batches_dead_lettered, after.batches_dead_lettered);
+    m.panics = sum(before.panics, after.panics);
+    m.store_failures = sum(before.store_failures, after.store_failures);
+    m.store_lost = sum(before.store_lost, after.store_lost);
+    m.max_item_age =
+        if before.max_item_age > after.max_item_age { before.max_item_age } else { after.max_item_age };
+    for trigger in batch_embassy::Trigger::ALL {
+        for _ in 0..before.flushes.get(trigger) {
+            m.flushes.record(trigger);
+        }
+    }
+    m
 }

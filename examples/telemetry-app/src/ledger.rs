@@ -47,6 +47,16 @@ pub enum Anomaly {
         /// The reading that was due instead.
         expected: u32,
     },
+    /// A reading reached its first final outcome after a later reading of its sensor (the store
+    /// run, where gaps are allowed: readings lost in RAM at the power cut).
+    Reordered {
+        /// The sensor.
+        sensor: u8,
+        /// The reading that arrived.
+        seq: u32,
+        /// The reading that was due at the earliest.
+        expected: u32,
+    },
     /// A batch reached its final outcome after a batch cut later than itself.
     BatchOrder {
         /// The batch.
@@ -103,6 +113,9 @@ pub struct Ledger {
     pub link_up: bool,
     /// How many times the link went down.
     pub outages: u32,
+    /// What the store run adds: durability per reading, the power cut, the reboot.
+    #[cfg(feature = "store")]
+    pub store: crate::power_cut::StoreLedger,
 }
 
 impl Default for Ledger {
@@ -135,7 +148,18 @@ impl Ledger {
             first_anomaly: None,
             link_up: true,
             outages: 0,
+            #[cfg(feature = "store")]
+            store: crate::power_cut::StoreLedger::new(),
         }
+    }
+
+    /// Whether the (simulated) power is on: after a power cut nothing the firmware does counts,
+    /// until the reboot.
+    pub fn powered(&self) -> bool {
+        #[cfg(feature = "store")]
+        return !self.store.powered_off;
+        #[cfg(not(feature = "store"))]
+        true
     }
 
     /// Readings produced by every sensor.
@@ -190,6 +214,9 @@ impl Ledger {
         waited_us: u64,
         result: Result<Option<Reading>, PushError<Reading>>,
     ) {
+        if !self.powered() {
+            return;
+        }
         if let Some(s) = self.sensor(sensor) {
             s.produced += 1;
             s.urgent += u32::from(urgent);
@@ -204,6 +231,9 @@ impl Ledger {
 
     /// Marks `sensor` as finished; returns whether every sensor is.
     pub(crate) fn stop(&mut self, sensor: u8) -> bool {
+        if !self.powered() {
+            return false;
+        }
         if let Some(s) = self.sensor(sensor) {
             s.stopped = true;
         }
@@ -218,6 +248,9 @@ impl Ledger {
         failed: bool,
         link_down: bool,
     ) {
+        if !self.powered() {
+            return;
+        }
         self.attempts += 1;
         if failed {
             self.failed_attempts += 1;
@@ -233,6 +266,9 @@ impl Ledger {
 
     /// Records a batch that failed every attempt.
     pub(crate) fn record_dead_letter(&mut self, batch: &[Reading], info: BatchInfo) {
+        if !self.powered() {
+            return;
+        }
         self.batches_dead_lettered += 1;
         self.settle_batch(info.seq);
         for reading in batch {
@@ -257,6 +293,13 @@ impl Ledger {
         } else {
             s.dead_lettered += 1;
         }
+        self.order(reading);
+    }
+
+    /// Checks that `reading` is the one of its sensor due next.
+    #[cfg(not(feature = "store"))]
+    fn order(&mut self, reading: &Reading) {
+        let Some(s) = self.sensor(reading.sensor) else { return };
         let expected = s.next_settle;
         if reading.seq >= expected {
             s.next_settle = reading.seq + 1;

@@ -39,20 +39,24 @@
 mod check;
 mod ledger;
 mod log;
+#[cfg(feature = "store")]
+pub mod power_cut;
 mod reading;
 mod uplink;
 
 #[cfg(test)]
 mod tests;
 
-use core::cell::RefCell;
+use core::cell::{Cell, RefCell};
 
-use batch_embassy::{Batcher, Config};
+use batch_embassy::{Batcher, Config, Metrics};
 use embassy_sync::blocking_mutex::Mutex;
 use embassy_sync::signal::Signal;
 use embassy_time::{Duration, Instant, Timer};
 
 pub use batch_embassy;
+#[cfg(feature = "store")]
+pub use check::check_power_cut;
 pub use check::{Counter, Failure, MAX_FAILURES, Report, check};
 pub use embassy_sync::blocking_mutex::raw::CriticalSectionRawMutex;
 pub use ledger::{Anomaly, Ledger, SensorLedger};
@@ -121,8 +125,20 @@ const _: () = {
 /// that the sensors are done.
 pub struct Telemetry {
     readings: Readings,
+    /// The batcher of the boot after the power cut (the store run): a fresh one, as after a
+    /// reset.
+    #[cfg(feature = "store")]
+    after_cut: Readings,
     ledger: Mutex<CriticalSectionRawMutex, RefCell<Ledger>>,
     sensors_done: Signal<CriticalSectionRawMutex, ()>,
+    /// When the run started (the first call of [`Telemetry::start`]); kept across a reboot, as a
+    /// real-time clock would be.
+    start: Mutex<CriticalSectionRawMutex, Cell<Option<Instant>>>,
+    /// The first boot's metrics at the power cut (the store run).
+    before_cut: Mutex<CriticalSectionRawMutex, Cell<Option<Metrics>>>,
+    /// Raised by the simulated flash when the power fails (the store run).
+    #[cfg(feature = "store")]
+    power_lost: Signal<CriticalSectionRawMutex, ()>,
 }
 
 impl core::fmt::Debug for Telemetry {
@@ -143,16 +159,49 @@ impl Default for Telemetry {
 impl Telemetry {
     /// The application's state, with a batcher built from [`CONFIG`].
     pub const fn new() -> Self {
+        Self::with_config(CONFIG)
+    }
+
+    /// The application's state, with batchers built from `config`.
+    pub const fn with_config(config: Config) -> Self {
         Self {
-            readings: Batcher::new(CONFIG),
+            readings: Batcher::new(config),
+            #[cfg(feature = "store")]
+            after_cut: Batcher::new(config),
             ledger: Mutex::new(RefCell::new(Ledger::new())),
             sensors_done: Signal::new(),
+            start: Mutex::new(Cell::new(None)),
+            before_cut: Mutex::new(Cell::new(None)),
+            #[cfg(feature = "store")]
+            power_lost: Signal::new(),
         }
     }
 
-    /// The batcher (to add readings from elsewhere, flush, or read its metrics).
+    /// The batcher of the running boot (to add readings from elsewhere, flush, or read its
+    /// metrics).
     pub fn readings(&self) -> &Readings {
+        #[cfg(feature = "store")]
+        if self.with_ledger(|l| l.store.rebooted) {
+            return &self.after_cut;
+        }
         &self.readings
+    }
+
+    /// When the run started: now, on the first call.
+    pub fn start(&self) -> Instant {
+        self.start.lock(|start| {
+            let at = start.get().unwrap_or_else(Instant::now);
+            start.set(Some(at));
+            at
+        })
+    }
+
+    /// Returns while the power is on; never after a power cut (the store run), so that nothing
+    /// the first boot's tasks do after the cut counts.
+    pub async fn alive(&self) {
+        if !self.with_ledger(|l| l.powered()) {
+            core::future::pending::<()>().await;
+        }
     }
 
     /// A snapshot of the ledger.
@@ -172,13 +221,13 @@ impl Telemetry {
             l.link_up = false;
             l.outages += 1;
         });
-        self.readings.pause();
+        self.readings().pause();
     }
 
     /// The link is back: the batcher resumes and drains the backlog in order.
     pub fn link_up(&self) {
         self.with_ledger(|l| l.link_up = true);
-        self.readings.resume();
+        self.readings().resume();
     }
 
     /// Waits until every sensor in [`SENSORS`] finished its run.
@@ -188,20 +237,30 @@ impl Telemetry {
         }
     }
 
-    /// The [self-check](check()) of the ledger against the batcher's metrics now.
+    /// The [self-check](check()) of the ledger against the batcher's metrics now (after a power
+    /// cut: against both boots' metrics).
     pub fn self_check(&self, plan: &Plan) -> Report {
-        check(&self.ledger(), &self.readings.metrics(), plan)
+        let after = self.readings().metrics();
+        match self.before_cut.lock(Cell::get) {
+            #[cfg(feature = "store")]
+            Some(before) => check::check_power_cut(&self.ledger(), &before, &after, plan),
+            _ => check(&self.ledger(), &after, plan),
+        }
     }
 }
 
 /// One sensor's loop: takes a reading at the end of every `sensor.period` for `plan.run_for`
 /// (catching up when backpressure made it late), pushes it with `add().await` (`add_urgent`
 /// for alarms) and records it in the ledger with how long the push waited. Returns when done.
+///
+/// After a reboot it resumes the schedule at the first reading the ledger has not recorded.
 pub async fn sense(app: &Telemetry, sensor: &Sensor, plan: &Plan) {
-    let start = Instant::now();
+    let start = app.start();
     let count = sensor.readings_in(plan.run_for);
-    for seq in 0..count {
+    let first = app.with_ledger(|l| l.sensors.get(usize::from(sensor.id)).map_or(0, |s| s.produced));
+    for seq in first..count {
         Timer::at(start + sensor.period * (seq + 1)).await;
+        app.alive().await;
         let reading = Reading {
             sensor: sensor.id,
             value: sensor.sample(seq),
@@ -210,8 +269,8 @@ pub async fn sense(app: &Telemetry, sensor: &Sensor, plan: &Plan) {
         };
         let urgent = sensor.is_alarm(seq);
         let asked = Instant::now();
-        let result =
-            if urgent { app.readings.add_urgent(reading).await } else { app.readings.add(reading).await };
+        let readings = app.readings();
+        let result = if urgent { readings.add_urgent(reading).await } else { readings.add(reading).await };
         let waited = asked.elapsed().as_micros();
         app.with_ledger(|l| l.record_push(sensor.id, seq, urgent, waited, result));
     }
@@ -224,7 +283,7 @@ pub async fn sense(app: &Telemetry, sensor: &Sensor, plan: &Plan) {
 /// The uplink's loop: runs the batcher's runner with an [`Uplink`] handler until the batcher is
 /// shut down and drained. Run it in exactly one task ([`CONFIG`] allows one batch in flight).
 pub async fn run_uplink(app: &Telemetry) {
-    let mut runner = app.readings.runner(Uplink::new(app));
+    let mut runner = app.readings().runner(Uplink::new(app));
     runner.run().await;
     log_info!("uplink: batcher drained, runner done");
 }
@@ -232,21 +291,37 @@ pub async fn run_uplink(app: &Telemetry) {
 /// The supervisor: takes the link down at `plan.outage_at` for `plan.outage_for`, then flushes
 /// the backlog, waits for the sensors to finish, shuts the batcher down (close, then wait until
 /// everything is delivered or dead-lettered) and runs the self-check.
+///
+/// After a reboot it picks the plan up where it is: a batcher that boots during the outage
+/// starts paused.
 pub async fn supervise(app: &Telemetry, plan: &Plan) -> Report {
-    let start = Instant::now();
-    Timer::at(start + plan.outage_at).await;
-    log_info!("supervisor: link down, pausing the batcher ({=usize} readings buffered)", app.readings.len());
-    app.link_down();
-    Timer::after(plan.outage_for).await;
-    let backlog = app.readings.len();
-    app.link_up();
-    log_info!("supervisor: link up, resuming with {=usize} readings buffered", backlog);
-    let resumed = Instant::now();
-    app.readings.flush().await;
-    log_info!("supervisor: backlog flushed in {=u64} ms", resumed.elapsed().as_millis());
+    let start = app.start();
+    let (down_at, up_at) = (start + plan.outage_at, start + plan.outage_at + plan.outage_for);
+    if Instant::now() < down_at {
+        Timer::at(down_at).await;
+        app.alive().await;
+        log_info!(
+            "supervisor: link down, pausing the batcher ({=usize} readings buffered)",
+            app.readings().len()
+        );
+        app.link_down();
+    } else if !app.with_ledger(|l| l.link_up) {
+        log_info!("supervisor: booted during the outage: the batcher starts paused");
+        app.readings().pause();
+    }
+    if !app.with_ledger(|l| l.link_up) {
+        Timer::at(up_at).await;
+        app.alive().await;
+        let backlog = app.readings().len();
+        app.link_up();
+        log_info!("supervisor: link up, resuming with {=usize} readings buffered", backlog);
+        let resumed = Instant::now();
+        app.readings().flush().await;
+        log_info!("supervisor: backlog flushed in {=u64} ms", resumed.elapsed().as_millis());
+    }
 
     app.sensors_done().await;
-    log_info!("supervisor: sensors done, shutting down ({=usize} readings buffered)", app.readings.len());
-    app.readings.shutdown().await;
+    log_info!("supervisor: sensors done, shutting down ({=usize} readings buffered)", app.readings().len());
+    app.readings().shutdown().await;
     app.self_check(plan)
 }

@@ -5,6 +5,7 @@ use embassy_time::Duration;
 /// One sample of one sensor, as the uplink carries it: 12 bytes, `Copy`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[cfg_attr(feature = "store", derive(serde::Serialize, serde::Deserialize))]
 pub struct Reading {
     /// Which sensor took it: its index in [`SENSORS`].
     pub sensor: u8,

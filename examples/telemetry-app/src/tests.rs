@@ -88,6 +88,7 @@ fn a_duplicate_delivery_fails() {
 }
 
 #[test]
+#[cfg(not(feature = "store"))] // the store run allows gaps (readings lost in RAM at the power cut)
 fn a_lost_reading_fails() {
     let mut ledger = Ledger::new();
     for seq in 0..3 {

@@ -116,6 +116,7 @@ impl Handler<Reading> for Uplink<'_> {
     async fn handle(&mut self, batch: &[Reading], info: BatchInfo) -> Result<(), UplinkError> {
         let up_before = self.app.with_ledger(|l| l.link_up);
         Timer::after(Self::air_time(batch.len())).await;
+        self.app.alive().await; // after a power cut, nothing comes back
         let result = if !up_before || !self.app.with_ledger(|l| l.link_up) {
             Err(UplinkError::LinkDown)
         } else if attempt_refused(self.seed, info.seq, info.attempt) {

@@ -10,33 +10,43 @@
 //! Build with the `broken` feature to add a buggy producer that replays an old reading: the
 //! self-check must catch the duplicate (and the accepted count above the produced one) and the
 //! firmware exits 1.
+//!
+//! Build with the `store` feature (as `cargo xtask qemu` does) for the store run
+//! ([`telemetry_app::power_cut`]): write-ahead on a simulated NOR flash, a power cut at a moment
+//! drawn from [`POWER_CUT_SEED`], and a second boot from the flash through the same code path;
+//! the self-check then finds every reading delivered at least once, or lost in RAM at the cut
+//! (never acknowledged by the store).
 #![no_std]
 #![no_main]
 
 use defmt::{error, info, unwrap};
 use embassy_executor::Spawner;
 use firmware_qemu::rt::{self, entry};
-use telemetry_app::{PLAN, SENSORS, Sensor, Telemetry};
+#[cfg(not(feature = "store"))]
+use telemetry_app::Sensor;
+use telemetry_app::{PLAN, SENSORS, Telemetry};
 
 /// The application: the batcher, the ledger and the sensors' done signal.
+#[cfg(not(feature = "store"))]
 static APP: Telemetry = Telemetry::new();
+/// The application, with store and forward.
+#[cfg(feature = "store")]
+static APP: Telemetry = Telemetry::with_store();
 
-/// One sensor's sampling loop (embassy tasks cannot be generic: this wraps the shared one).
-#[embassy_executor::task(pool_size = telemetry_app::SENSOR_COUNT)]
-async fn sensor(sensor: &'static Sensor) {
-    telemetry_app::sense(&APP, sensor, &PLAN).await;
+/// The seed of the power cut's moment (the store run).
+#[cfg(feature = "store")]
+pub const POWER_CUT_SEED: u32 = 0x0C07_5EED;
+
+/// The store run: both boots, then the verdict.
+#[cfg(feature = "store")]
+#[embassy_executor::task]
+async fn power_cut() {
+    let report = telemetry_app::power_cut::run(&APP, &PLAN, POWER_CUT_SEED, cfg!(feature = "broken")).await;
+    verdict(&report);
 }
 
-/// The uplink: the batcher's runner with the simulated uplink handler; returns once drained.
-#[embassy_executor::task]
-async fn uplink() {
-    telemetry_app::run_uplink(&APP).await;
-}
-
-/// Link outage, shutdown and self-check; sets QEMU's exit status.
-#[embassy_executor::task]
-async fn supervisor() {
-    let report = telemetry_app::supervise(&APP, &PLAN).await;
+/// Logs the report and exits with the verdict.
+fn verdict(report: &telemetry_app::Report) -> ! {
     report.log();
     if report.passed() {
         info!("self-check passed");
@@ -47,8 +57,30 @@ async fn supervisor() {
     }
 }
 
+/// One sensor's sampling loop (embassy tasks cannot be generic: this wraps the shared one).
+#[cfg(not(feature = "store"))]
+#[embassy_executor::task(pool_size = telemetry_app::SENSOR_COUNT)]
+async fn sensor(sensor: &'static Sensor) {
+    telemetry_app::sense(&APP, sensor, &PLAN).await;
+}
+
+/// The uplink: the batcher's runner with the simulated uplink handler; returns once drained.
+#[cfg(not(feature = "store"))]
+#[embassy_executor::task]
+async fn uplink() {
+    telemetry_app::run_uplink(&APP).await;
+}
+
+/// Link outage, shutdown and self-check; sets QEMU's exit status.
+#[cfg(not(feature = "store"))]
+#[embassy_executor::task]
+async fn supervisor() {
+    let report = telemetry_app::supervise(&APP, &PLAN).await;
+    verdict(&report);
+}
+
 /// A producer bug for the `broken` build: sends reading 3 of the first sensor a second time.
-#[cfg(feature = "broken")]
+#[cfg(all(feature = "broken", not(feature = "store")))]
 #[embassy_executor::task]
 async fn replay() {
     use telemetry_app::Reading;
@@ -70,12 +102,17 @@ fn main() -> ! {
         telemetry_app::CAPACITY
     );
     rt::start(|spawner: Spawner| {
-        for s in &SENSORS {
-            spawner.spawn(unwrap!(sensor(s)));
+        #[cfg(feature = "store")]
+        spawner.spawn(unwrap!(power_cut()));
+        #[cfg(not(feature = "store"))]
+        {
+            for s in &SENSORS {
+                spawner.spawn(unwrap!(sensor(s)));
+            }
+            spawner.spawn(unwrap!(uplink()));
+            spawner.spawn(unwrap!(supervisor()));
+            #[cfg(feature = "broken")]
+            spawner.spawn(unwrap!(replay()));
         }
-        spawner.spawn(unwrap!(uplink()));
-        spawner.spawn(unwrap!(supervisor()));
-        #[cfg(feature = "broken")]
-        spawner.spawn(unwrap!(replay()));
     })
 }
