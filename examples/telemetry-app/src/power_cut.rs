@@ -158,6 +158,16 @@ impl StoreLedger {
     pub fn is_settled(&self, sensor: u8, seq: u32) -> bool {
         bit(&self.settled, sensor, seq)
     }
+
+    /// Forgets that reading `seq` of `sensor` reached a final outcome (tests).
+    #[cfg(test)]
+    pub(crate) fn forget(&mut self, sensor: u8, seq: u32) {
+        if let Some(word) =
+            self.settled.get_mut(usize::from(sensor)).and_then(|m| m.get_mut((seq / 32) as usize))
+        {
+            *word &= !(1 << (seq % 32));
+        }
+    }
 }
 
 impl Ledger {

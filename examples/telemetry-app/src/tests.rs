@@ -150,3 +150,38 @@ fn sensors_sample_deterministically_with_alarms() {
     assert_eq!(SENSORS[0].readings_in(PLAN.run_for), 300);
     assert_eq!(SENSORS[0].sample(17), SENSORS[0].sample(17));
 }
+
+/// The store run's check: a power cut after the perfect run's production (`before`: its
+/// metrics), and a second boot with nothing left to do.
+#[cfg(feature = "store")]
+mod power_cut {
+    use super::{Anomaly, Failure, Ledger, Metrics, PLAN, Reading, failures, info, perfect_run};
+    use crate::check_power_cut;
+
+    #[test]
+    fn a_stored_reading_may_settle_twice_any_other_may_not() {
+        let mut ledger = Ledger::new();
+        let r = |seq| Reading { sensor: 1, value: 0, seq, at_ms: 0 };
+        ledger.mark_durable(&[r(0), r(1)]);
+        ledger.record_attempt(&[r(0), r(1)], info(0, 1), false, false);
+        ledger.last_batch = None; // the reboot: batch 0 comes back from the store
+        ledger.record_attempt(&[r(0), r(1)], info(0, 1), false, false);
+        assert_eq!((ledger.first_anomaly, ledger.store.redelivered), (None, 2));
+        ledger.record_attempt(&[r(2)], info(1, 1), false, false);
+        ledger.record_attempt(&[r(2)], info(2, 1), false, false);
+        assert_eq!(ledger.first_anomaly, Some(Anomaly::Duplicate { sensor: 1, seq: 2, expected: 3 }));
+    }
+
+    #[test]
+    fn a_reading_lost_in_ram_passes_and_counts_a_lost_stored_one_fails() {
+        let (mut ledger, metrics) = perfect_run();
+        ledger.store.produced_at_cut = ledger.sensors.map(|s| s.produced);
+        ledger.store.forget(2, 7); // never settled, never acknowledged by the store
+        let report = check_power_cut(&ledger, &metrics, &Metrics::default(), &PLAN);
+        assert_eq!(failures(&report), []);
+        assert_eq!(report.power_cut.map(|(_, lost)| lost), Some(1));
+        ledger.mark_durable(&[Reading { sensor: 2, value: 0, seq: 7, at_ms: 0 }]);
+        let report = check_power_cut(&ledger, &metrics, &Metrics::default(), &PLAN);
+        assert_eq!(failures(&report), [Failure::Lost { sensor: 2, seq: 7, durable: true }]);
+    }
+}
