@@ -12,12 +12,14 @@ use crate::metrics::{Count, Metrics, Trigger};
 use crate::storage::{InFlight, Queue, Slots};
 use crate::time::{Duration, Instant};
 
+mod age;
 mod buffer;
 mod cut;
 mod flights;
 mod marks;
 #[cfg(not(feature = "store"))]
 mod no_store;
+mod pace;
 mod staging;
 #[cfg(feature = "store")]
 mod store;
@@ -99,6 +101,16 @@ pub enum Outcome {
     Delivered,
     /// The attempt failed (an error, a panic or a timeout).
     Failed,
+    /// The handler answered per item: `delivered` items were accepted, `rejected` are refused
+    /// for good (dead-lettered at once, never retried), and the rest are retried under the same
+    /// seq with the same back-off schedule. The driver keeps only the retried items, in order,
+    /// in the batch's buffer. More than the batch holds is a driver bug (`None`).
+    Partial {
+        /// Items the sink accepted.
+        delivered: u32,
+        /// Items the sink refused for good.
+        rejected: u32,
+    },
 }
 
 /// What happens to a batch after an attempt, returned by [`BatchCore::handle_completion`].
@@ -134,6 +146,12 @@ pub enum Completion {
         /// Attempts made.
         attempts: u32,
         /// Items dead-lettered.
+        len: usize,
+    },
+    /// The batch failed, and its oldest item would be older than `max_age` at the next attempt:
+    /// it is final, and the driver hands its items to the expiry path.
+    Expired {
+        /// Items expired.
         len: usize,
     },
 }
@@ -219,6 +237,8 @@ pub struct BatchCore<T, Q, S> {
     accepted: u64,
     /// Counters; `accepted`, `buffered` and `batches_in_flight` are filled in by `metrics()`.
     counters: Metrics,
+    /// The paced drain's theoretical arrival time (see the `pace` module).
+    pace_tat: Instant,
     /// What the core knows about its store (feature `store`).
     #[cfg(feature = "store")]
     store: store::StoreState,
@@ -408,6 +428,8 @@ impl<T, Q: Queue<T>, S: Slots> BatchCore<T, Q, S> {
                 },
                 max_item_age: Duration::ZERO,
                 panics: 0,
+                rejected_by_handler: 0,
+                expired: 0,
                 #[cfg(feature = "store")]
                 stored: 0,
                 #[cfg(feature = "store")]
@@ -415,6 +437,7 @@ impl<T, Q: Queue<T>, S: Slots> BatchCore<T, Q, S> {
                 #[cfg(feature = "store")]
                 store_failures: 0,
             },
+            pace_tat: Instant::ZERO,
             #[cfg(feature = "store")]
             store: store::StoreState::new(),
             _items: PhantomData,

@@ -65,6 +65,9 @@ pub struct Config {
     jitter_seed: u32,
     max_weight: Option<u32>,
     overflow: Overflow,
+    max_age: Option<Duration>,
+    /// `(min_interval, burst)`: at most `burst` batches at once, then one per `min_interval`.
+    pace: Option<(Duration, u32)>,
     #[cfg(feature = "store")]
     store: Option<crate::store::StorePolicy>,
 }
@@ -89,6 +92,8 @@ impl Config {
             jitter_seed: 0x9E37_79B9,
             max_weight: None,
             overflow: Overflow::Reject,
+            max_age: None,
+            pace: None,
             #[cfg(feature = "store")]
             store: None,
         }
@@ -199,6 +204,47 @@ impl Config {
     pub const fn get_overflow(&self) -> Overflow {
         self.overflow
     }
+    /// Items older than this are not sent: checked when their batch is cut (items at the front
+    /// of the buffer that are too old are handed back through the expiry path instead,
+    /// [`BatchCore::poll_expired`](crate::BatchCore::poll_expired)) and before a retry (a
+    /// failed batch whose oldest item would be too old at its next attempt is final,
+    /// [`Completion::Expired`](crate::Completion::Expired)). Ages come from the arrival marks:
+    /// an item's age is never underestimated, and it may expire early by at most the time
+    /// between the arrivals of its batch's first item and itself.
+    ///
+    /// ```
+    /// use batch_core::{Config, Duration};
+    /// let c = Config::new().max_age(Duration::from_secs(3600));
+    /// assert_eq!(c.get_max_age(), Some(Duration::from_secs(3600)));
+    /// ```
+    #[must_use]
+    pub const fn max_age(mut self, age: Duration) -> Self {
+        self.max_age = Some(age);
+        self
+    }
+    /// See [`Config::max_age`].
+    pub const fn get_max_age(&self) -> Option<Duration> {
+        self.max_age
+    }
+    /// A paced drain: batches start (cut from the buffer, or loaded from the store) at most
+    /// `burst` at once and then one per `min_interval`, a token bucket in the core's virtual
+    /// time. Size and linger still decide what a batch holds; pacing only decides when it may
+    /// start. Retries of a batch already started are not paced.
+    ///
+    /// ```
+    /// use batch_core::{Config, Duration};
+    /// let c = Config::new().pace(Duration::from_millis(100), 5); // 10 batches/s, bursts of 5
+    /// assert_eq!(c.get_pace(), Some((Duration::from_millis(100), 5)));
+    /// ```
+    #[must_use]
+    pub const fn pace(mut self, min_interval: Duration, burst: u32) -> Self {
+        self.pace = Some((min_interval, burst));
+        self
+    }
+    /// See [`Config::pace`].
+    pub const fn get_pace(&self) -> Option<(Duration, u32)> {
+        self.pace
+    }
     /// Store and forward (feature `store`): batches go to a durable store as the
     /// [`StorePolicy`](crate::store::StorePolicy) says, and the driver must report what the store
     /// holds at boot ([`BatchCore::recovered`](crate::BatchCore::recovered)) before items are
@@ -274,6 +320,14 @@ impl Config {
         if let Some(0) = self.max_weight {
             return Err(ConfigError::ZeroMaxWeight);
         }
+        if let Some(age) = self.max_age
+            && age.as_micros() == 0
+        {
+            return Err(ConfigError::ZeroMaxAge);
+        }
+        if let Some((_, 0)) = self.pace {
+            return Err(ConfigError::ZeroPaceBurst);
+        }
         #[cfg(feature = "store")]
         if let Some(policy) = self.store
             && policy.get_seq_block() == 0
@@ -339,6 +393,10 @@ pub enum ConfigError {
     WeigherWithoutMaxWeight,
     /// The store policy's `seq_block` is 0, so no sequence number could ever be reserved.
     ZeroSeqBlock,
+    /// `max_age` is 0, so every item would expire before it could be sent.
+    ZeroMaxAge,
+    /// The pace's `burst` is 0, so no batch could ever start.
+    ZeroPaceBurst,
 }
 
 impl ConfigError {
@@ -354,6 +412,8 @@ impl ConfigError {
             Self::ZeroMaxWeight | Self::MaxWeightWithoutWeigher => "max_weight",
             Self::WeigherWithoutMaxWeight => "weigher",
             Self::ZeroSeqBlock => "seq_block",
+            Self::ZeroMaxAge => "max_age",
+            Self::ZeroPaceBurst => "pace",
         }
     }
 }
@@ -385,6 +445,8 @@ impl ConfigError {
             Self::ZeroSeqBlock => {
                 "seq_block is 0: the store policy must reserve at least one sequence number at a time"
             }
+            Self::ZeroMaxAge => "max_age is 0: every item would expire before it could be sent",
+            Self::ZeroPaceBurst => "pace burst is 0: no batch could ever start",
         }
     }
 }
@@ -419,7 +481,7 @@ impl fmt::Display for ConfigError {
                 f.write_str("max_weight is set but no weigher was given to measure items")
             }
             Self::WeigherWithoutMaxWeight => f.write_str("a weigher was given but max_weight is not set"),
-            Self::ZeroSeqBlock => f.write_str(self.message()),
+            Self::ZeroSeqBlock | Self::ZeroMaxAge | Self::ZeroPaceBurst => f.write_str(self.message()),
         }
     }
 }
@@ -451,6 +513,8 @@ mod tests {
         );
         assert_eq!(ok.jitter(1001, 1).validate(64, 1), Err(ConfigError::JitterAboveOne { permille: 1001 }));
         assert_eq!(ok.max_weight(0).validate(64, 1), Err(ConfigError::ZeroMaxWeight));
+        assert_eq!(ok.max_age(Duration::ZERO).validate(64, 1), Err(ConfigError::ZeroMaxAge));
+        assert_eq!(ok.pace(Duration::from_millis(1), 0).validate(64, 1), Err(ConfigError::ZeroPaceBurst));
     }
 
     #[test]

@@ -144,10 +144,9 @@ impl FlushCounts {
     }
 }
 
-/// A snapshot of a batcher's counters. Item counts obey
-/// `accepted = delivered + dead_lettered + evicted + returned + abandoned + buffered + in_flight`
-/// (`+ stored + store_lost` with the `store` feature)
-/// at every moment ([`Metrics::is_consistent`]); `returned` and `abandoned` (items a shutdown
+/// A snapshot of a batcher's counters. Item counts obey `accepted = delivered + dead_lettered +
+/// evicted + returned + abandoned + rejected_by_handler + expired + buffered + in_flight` (`+
+/// stored + store_lost` with the `store` feature) at every moment ([`Metrics::is_consistent`]); `returned` and `abandoned` (items a shutdown
 /// that hit its deadline handed back, or could not hand back) are zero unless that happens, which
 /// gives DESIGN.md's identity.
 ///
@@ -196,6 +195,12 @@ pub struct Metrics {
     /// Panics in user code (handler, callbacks, weigher, an item's `Drop`) that the adapter
     /// caught and contained. Always 0 where a panic aborts (firmware).
     pub panics: Count,
+    /// Items the handler rejected for good ([`Outcome::Partial`](crate::Outcome::Partial)):
+    /// handed to the dead-letter path at once, with the handler's reason, never retried.
+    pub rejected_by_handler: Count,
+    /// Items not sent because they were older than `max_age` (at their cut, or before a
+    /// retry), handed back through the expiry path.
+    pub expired: Count,
     /// Items in the store waiting to be loaded, or being written to it by a spill (feature
     /// `store`). Items of a batch that is in flight count as in flight, also while the store
     /// keeps a copy.
@@ -240,6 +245,8 @@ impl Metrics {
             .wrapping_add(self.evicted)
             .wrapping_add(self.returned)
             .wrapping_add(self.abandoned)
+            .wrapping_add(self.rejected_by_handler)
+            .wrapping_add(self.expired)
             .wrapping_add(self.lost())
     }
 

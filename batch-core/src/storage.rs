@@ -205,6 +205,8 @@ pub struct InFlight {
     pub(crate) len: u32,
     pub(crate) attempt: u32,
     pub(crate) phase: Phase,
+    /// The arrival of its oldest item (as far as the marks tell; for `max_age`).
+    pub(crate) born: Instant,
     /// The batch is in the store (loaded from it, or written ahead and acknowledged).
     #[cfg(feature = "store")]
     pub(crate) stored: bool,

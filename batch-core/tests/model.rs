@@ -556,6 +556,7 @@ fn apply<const N: usize>(sim: &mut Sim<u64, N, F>, m: &mut Model, counter: &mut 
                     assert_eq!(outcome, Outcome::Failed);
                     assert_eq!(attempts, m.p.max_attempts);
                 }
+                Completion::Expired { .. } => panic!("this model sets no max_age (see tests/store.rs)"),
             }
         }
         Op::Advance { to_deadline, ms } => {

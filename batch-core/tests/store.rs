@@ -284,6 +284,8 @@ enum Op {
     Resume,
     Deliver,
     Fail,
+    /// Per-item answer: the first `.0` delivered, the next `.1` rejected, the rest retried.
+    Partial(u32, u32),
     Advance(u64),
     StoreFails(u32),
     Flush,
@@ -298,6 +300,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => Just(Op::Resume),
         3 => Just(Op::Deliver),
         1 => Just(Op::Fail),
+        2 => (0u32..3, 0u32..3).prop_map(|(d, r)| Op::Partial(d, r)),
         2 => (1u64..300).prop_map(Op::Advance),
         1 => (1u32..3).prop_map(Op::StoreFails),
         1 => Just(Op::Flush),
@@ -313,8 +316,9 @@ fn cases() -> u32 {
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(cases()))]
 
-    /// Whatever the inputs and wherever the power is cut: every item the store acknowledged is
-    /// delivered at least once; first deliveries keep acceptance order; a seq always names the
+    /// Whatever the inputs (per-item outcomes, expiry and pacing included) and wherever the
+    /// power is cut: every item the store acknowledged is delivered at least once (or rejected,
+    /// expired or evicted); first deliveries keep acceptance order; a seq always names the
     /// same items; the metrics add up after every step; and the only items missing are those
     /// in RAM at a power cut, dead letters and evictions.
     #[test]
@@ -326,12 +330,20 @@ proptest! {
         drop_oldest in any::<bool>(),
         limit in proptest::option::of(1usize..4),
         seq_block in 1u32..6,
+        max_age in proptest::option::of(50u64..2000),
+        pace in proptest::option::of((1u64..200, 1u32..4)),
         ops in proptest::collection::vec(op(), 0..50),
     ) {
         let max_batch = (cap / batch_div).max(1);
         let policy = StorePolicy::new().spill(spill).write_ahead(write_ahead).seq_block(seq_block);
         let overflow = if drop_oldest { Overflow::DropOldest } else { Overflow::Reject };
-        let config = Config::new().max_batch(max_batch).linger(ms(10)).max_attempts(100).overflow(overflow).store(policy);
+        let mut config = Config::new().max_batch(max_batch).linger(ms(10)).max_attempts(100).overflow(overflow).store(policy);
+        if let Some(age) = max_age {
+            config = config.max_age(ms(age));
+        }
+        if let Some((interval, burst)) = pace {
+            config = config.pace(ms(interval), burst);
+        }
         let mut rig = Rig::new(config, cap, 1);
         rig.store.limit = limit;
         let mut lost_in_ram: Vec<u32> = Vec::new();
@@ -342,6 +354,7 @@ proptest! {
                 Op::Resume => { rig.core.resume(rig.now); rig.pump(); }
                 Op::Deliver => rig.deliver_all(),
                 Op::Fail => rig.fail_all(),
+                Op::Partial(delivered, rejected) => rig.complete_all(Outcome::Partial { delivered, rejected }),
                 Op::Advance(d) => rig.advance(ms(d)),
                 Op::StoreFails(n) => rig.store.fail_next = n,
                 Op::Flush => { let _ = rig.core.flush(); rig.pump(); }
@@ -364,7 +377,8 @@ proptest! {
                     let delivered = rig.first_deliveries();
                     let stored: Vec<u32> = rig.store.batches.values().flatten().copied().collect();
                     for i in 0..rig.next_item {
-                        if !delivered.contains(&i) && !stored.contains(&i) && !rig.evicted.contains(&i) && !rig.dead.contains(&i) {
+                        let settled = rig.evicted.contains(&i) || rig.dead.contains(&i) || rig.rejected.contains(&i) || rig.expired.contains(&i);
+                        if !delivered.contains(&i) && !stored.contains(&i) && !settled {
                             lost_in_ram.push(i);
                         }
                     }
@@ -376,19 +390,31 @@ proptest! {
         rig.drain();
         rig.check_seqs_never_reused();
         let delivered = rig.first_deliveries();
-        // Every acknowledged item was delivered, unless evicted at the store's limit.
+        // Every acknowledged item was delivered, unless evicted at the store's limit, rejected by
+        // the handler or expired.
+        let final_elsewhere = |i: &u32| rig.evicted.contains(i) || rig.rejected.contains(i) || rig.expired.contains(i);
         for i in &rig.acknowledged {
-            prop_assert!(delivered.contains(i) || rig.evicted.contains(i), "item {} was stored, then lost", i);
+            prop_assert!(delivered.contains(i) || final_elsewhere(i), "item {} was stored, then lost", i);
         }
-        // First deliveries in acceptance order (one flight slot, retries until delivered).
-        prop_assert!(delivered.windows(2).all(|w| w[0] < w[1]), "out of order: {:?}", delivered);
+        // First deliveries in acceptance order (one flight slot, retries until delivered). An
+        // item the handler rejected, or that expired, may come again after a power cut (the
+        // store redelivers its whole batch, at least once): order is about the others.
+        let ordered: Vec<u32> = delivered.iter().copied().filter(|i| !final_elsewhere(i)).collect();
+        prop_assert!(ordered.windows(2).all(|w| w[0] < w[1]), "out of order: {:?}", ordered);
         // Nothing missing but RAM lost to a power cut, and evictions.
         for i in 0..rig.next_item {
             prop_assert!(
-                delivered.contains(&i) || rig.evicted.contains(&i) || lost_in_ram.contains(&i),
+                delivered.contains(&i) || final_elsewhere(&i) || lost_in_ram.contains(&i),
                 "item {} vanished", i
             );
         }
         prop_assert!(rig.store.batches.is_empty());
+        // Without a power cut, every item has exactly one final outcome.
+        if lost_in_ram.is_empty() && rig.boot == 0 {
+            let m = rig.core.metrics();
+            prop_assert_eq!(m.rejected_by_handler as usize, rig.rejected.len());
+            prop_assert_eq!(m.expired as usize, rig.expired.len());
+            prop_assert!(rig.rejected.iter().all(|i| !delivered.contains(i)), "a rejected item was delivered");
+        }
     }
 }

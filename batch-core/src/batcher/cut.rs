@@ -67,7 +67,12 @@ impl<T, Q: Queue<T>, S: Slots> BatchCore<T, Q, S> {
     /// (oldest first) into `out`. Call it until it returns `None` after every input. `out` must
     /// have room for `max_batch` items; with less room the batch is cut smaller.
     pub fn poll_flush<B: BatchBuf<T>>(&mut self, now: Instant, out: &mut B) -> Option<Flush> {
-        if self.paused_at.is_some() || !self.slot_free() || !self.ram_cut_allowed() {
+        if self.paused_at.is_some()
+            || !self.slot_free()
+            || !self.ram_cut_allowed()
+            || !self.pace_allows(now)
+            || self.front_expired(now)
+        {
             return None;
         }
         let trigger = self.trigger(now)?;
@@ -79,12 +84,14 @@ impl<T, Q: Queue<T>, S: Slots> BatchCore<T, Q, S> {
         let seq = self.next_seq;
         self.next_seq += 1;
         let write_ahead = self.cut_write_ahead(seq);
+        self.pace_take(now);
         let slot = InFlight {
             seq,
             first,
             len: len as u32,
             attempt: 1,
             phase: Phase::Running,
+            born: self.marks.anchor(),
             #[cfg(feature = "store")]
             stored: false,
         };
@@ -171,11 +178,13 @@ impl<T, Q: Queue<T>, S: Slots> BatchCore<T, Q, S> {
         if self.paused_at.is_some() || !self.slot_free() || self.queue.len() == 0 || !self.ram_cut_allowed() {
             return None;
         }
-        Some(if self.trigger_without_linger().is_some() {
+        let due = if self.trigger_without_linger().is_some() {
             self.marks.anchor()
         } else {
             self.marks.anchor() + self.config.get_linger()
-        })
+        };
+        // A paced drain starts the batch no earlier than the pace allows.
+        Some(self.pace_ready_at().map_or(due, |ready| due.max_of(ready)))
     }
 
     /// Whether an input since the last call may have made work due (a batch ready, a deadline

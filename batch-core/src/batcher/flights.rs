@@ -8,41 +8,71 @@ use crate::time::{Duration, Instant};
 
 impl<T, Q: Queue<T>, S: Slots> BatchCore<T, Q, S> {
     /// Reports how an attempt of batch `seq` ended, at `now`. Returns `None` if `seq` has no
-    /// running attempt (a driver bug, reported instead of panicking).
+    /// running attempt, or a [partial](Outcome::Partial) outcome names more items than the batch
+    /// holds (driver bugs, reported instead of panicking).
+    ///
+    /// ```
+    /// use batch_core::{Batch, Batcher, Completion, Config, Instant, Outcome};
+    /// let mut core: Batcher<u32, 8> = Batcher::new(Config::new().max_batch(5));
+    /// for i in 0..5 {
+    ///     core.push(Instant::ZERO, i).unwrap();
+    /// }
+    /// let mut batch = Batch::<u32, 8>::new();
+    /// let f = core.poll_flush(Instant::ZERO, &mut batch).unwrap();
+    /// // The sink took 2, refused 1 for good: the other 2 are retried.
+    /// let c = core.handle_completion(Instant::ZERO, f.seq, Outcome::Partial { delivered: 2, rejected: 1 });
+    /// assert!(matches!(c, Some(Completion::Retry { attempt: 2, .. })));
+    /// let m = core.metrics();
+    /// assert_eq!((m.delivered, m.rejected_by_handler, m.in_flight), (2, 1, 2));
+    /// ```
     pub fn handle_completion(&mut self, now: Instant, seq: u64, outcome: Outcome) -> Option<Completion> {
         let index = self.slots.as_slice().iter().position(|s| s.seq == seq && s.phase == Phase::Running)?;
         let slot = self.slots.as_slice()[index];
-        let len = slot.len as usize;
-        self.wake = true;
-        match outcome {
-            Outcome::Delivered => {
-                self.finish_slot(index);
-                add(&mut self.counters.delivered, Count::from(slot.len));
-                add(&mut self.counters.batches_delivered, 1);
-                self.counters.in_flight -= Count::from(slot.len);
-                Some(Completion::Delivered { len })
-            }
-            Outcome::Failed => {
-                add(&mut self.counters.failed_attempts, 1);
-                if slot.attempt >= self.config.get_max_attempts() {
-                    self.finish_slot(index);
-                    add(&mut self.counters.dead_lettered, Count::from(slot.len));
-                    add(&mut self.counters.batches_dead_lettered, 1);
-                    self.counters.in_flight -= Count::from(slot.len);
-                    Some(Completion::DeadLettered { attempts: slot.attempt, len })
-                } else {
-                    // While paused the retry clock does not run: count from the pause, and
-                    // `resume` moves the deadline by the paused time.
-                    let from = match self.paused_at {
-                        Some(p) => p,
-                        None => now,
-                    };
-                    let at = from + self.retry_delay(slot.attempt);
-                    self.slots.as_mut_slice()[index].phase = Phase::Backoff(at);
-                    Some(Completion::Retry { attempt: slot.attempt + 1, at })
+        let (delivered, rejected) = match outcome {
+            Outcome::Delivered => (slot.len, 0),
+            Outcome::Failed => (0, 0),
+            Outcome::Partial { delivered, rejected } => {
+                if delivered.checked_add(rejected)? > slot.len {
+                    return None;
                 }
+                (delivered, rejected)
             }
+        };
+        self.wake = true;
+        add(&mut self.counters.delivered, Count::from(delivered));
+        add(&mut self.counters.rejected_by_handler, Count::from(rejected));
+        self.counters.in_flight -= Count::from(delivered + rejected);
+        let rest = slot.len - delivered - rejected;
+        if rest == 0 {
+            self.finish_slot(index);
+            add(&mut self.counters.batches_delivered, 1);
+            return Some(Completion::Delivered { len: delivered as usize });
         }
+        // Only the rest is retried, under the same seq.
+        self.slots.as_mut_slice()[index].len = rest;
+        add(&mut self.counters.failed_attempts, 1);
+        if slot.attempt >= self.config.get_max_attempts() {
+            self.finish_slot(index);
+            add(&mut self.counters.dead_lettered, Count::from(rest));
+            add(&mut self.counters.batches_dead_lettered, 1);
+            self.counters.in_flight -= Count::from(rest);
+            return Some(Completion::DeadLettered { attempts: slot.attempt, len: rest as usize });
+        }
+        // While paused the retry clock does not run: count from the pause, and `resume` moves
+        // the deadline by the paused time.
+        let from = match self.paused_at {
+            Some(p) => p,
+            None => now,
+        };
+        let at = from + self.retry_delay(slot.attempt);
+        if self.too_old_at(slot.born, at) {
+            self.finish_slot(index);
+            add(&mut self.counters.expired, Count::from(rest));
+            self.counters.in_flight -= Count::from(rest);
+            return Some(Completion::Expired { len: rest as usize });
+        }
+        self.slots.as_mut_slice()[index].phase = Phase::Backoff(at);
+        Some(Completion::Retry { attempt: slot.attempt + 1, at })
     }
 
     /// Gives up batch `seq` wherever it is (running or waiting to retry), for a shutdown that hit

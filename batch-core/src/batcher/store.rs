@@ -489,25 +489,27 @@ impl<T, Q: Queue<T>, S: Slots> BatchCore<T, Q, S> {
             return Some(StoreOp::Evict { after });
         }
         // Then loads, oldest first, into free flight slots.
-        if batches > 0 && self.paused_at.is_none() && self.slot_free() {
+        if batches > 0 && self.paused_at.is_none() && self.slot_free() && self.pace_allows(now) {
+            self.pace_take(now);
             self.store.pending = Some(Pending::Load);
             return Some(StoreOp::Load { after });
         }
-        if policy.get_spill() && self.spill_due() {
+        if policy.get_spill() && self.spill_due(now) {
             return self.spill(out);
         }
         None
     }
 
-    /// RAM is full and nothing can take a batch from it now, and the store can take one.
-    fn spill_due(&self) -> bool {
+    /// RAM is full (or holds items wanted durable) and nothing can take a batch from it now
+    /// (paused, every slot busy, stored batches ahead, or the pace), and the store can take one.
+    fn spill_due(&self, now: Instant) -> bool {
         let s = &self.store;
         !s.full
             && s.writes == 0 // appends stay in seq order
             && self.next_seq < s.floor
             && self.queue.len() > 0
             && (self.queue.len() + self.reserved >= self.queue.capacity() || self.front_index() < s.durable_mark)
-            && (self.paused_at.is_some() || !self.slot_free() || s.batches > 0)
+            && (self.paused_at.is_some() || !self.slot_free() || s.batches > 0 || !self.pace_allows(now))
     }
 
     /// Asks for every item accepted before `token` to become durable soon (a durable add): they
@@ -686,7 +688,10 @@ impl<T, Q: Queue<T>, S: Slots> BatchCore<T, Q, S> {
         s.cursor = Some(seq);
         // Stored items precede RAM in acceptance order: this batch's first item.
         let first = self.front_index() - self.stored_items() - len_items;
-        let slot = InFlight { seq, first, len: len as u32, attempt: 1, phase: Phase::Running, stored: true };
+        // Its items' arrival is not on record: `max_age` does not apply to it.
+        let born = Instant::MAX;
+        let slot =
+            InFlight { seq, first, len: len as u32, attempt: 1, phase: Phase::Running, born, stored: true };
         if self.slots.push(slot).is_err() {
             // No slot (a driver bug: loads are asked for only with one free): keep it stored.
             let s = &mut self.store;
@@ -712,7 +717,17 @@ impl<T, Q: Queue<T>, S: Slots> BatchCore<T, Q, S> {
 
     /// When a failed store operation may be retried, if one waits for that.
     pub(super) fn store_timeout(&self) -> Option<Instant> {
-        self.store.retry_at.filter(|_| self.store.pending.is_none())
+        let s = &self.store;
+        if s.pending.is_some() {
+            return None;
+        }
+        // A failed operation's retry holds every store operation back until then.
+        if let Some(at) = s.retry_at {
+            return Some(at);
+        }
+        // A stored batch waiting only for the pace.
+        let loadable = s.ready && s.batches > 0 && self.paused_at.is_none() && self.slot_free();
+        if loadable { self.pace_ready_at() } else { None }
     }
 
     /// Nothing stored, being written or waiting for removal.

@@ -548,6 +548,7 @@ impl<T: Clone + Debug, const N: usize, const F: usize> Sim<T, N, F> {
                 self.dead_letters.push(Settled { at: self.now, seq, attempts, items: lane.batch.to_vec() });
                 self.slot_freed.push(self.now);
             }
+            Completion::Expired { .. } => panic!("the simulator sets no max_age"),
         }
         c
     }

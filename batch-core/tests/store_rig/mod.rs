@@ -96,12 +96,17 @@ pub struct Rig {
     /// Items handed back: evicted, dead-lettered.
     pub evicted: Vec<u32>,
     pub dead: Vec<u32>,
+    /// Items the handler rejected for good, and items expired.
+    pub rejected: Vec<u32>,
+    pub expired: Vec<u32>,
     /// Items the store acknowledged at some point (spilled, or written ahead).
     pub acknowledged: Vec<u32>,
     pub next_item: u32,
     pub boot: u32,
     /// Store operations issued (for tests that look at the order).
     pub ops: Vec<StoreOp>,
+    /// The items each seq was cut (or spilled) with, across boots.
+    pub cuts: BTreeMap<u64, Vec<u32>>,
 }
 
 impl Rig {
@@ -118,10 +123,13 @@ impl Rig {
             delivered: Vec::new(),
             evicted: Vec::new(),
             dead: Vec::new(),
+            rejected: Vec::new(),
+            expired: Vec::new(),
             acknowledged: Vec::new(),
             next_item: 0,
             boot: 0,
             ops: Vec::new(),
+            cuts: BTreeMap::new(),
         };
         rig.pump();
         rig
@@ -160,8 +168,14 @@ impl Rig {
                 self.perform(op, io);
                 progressed = true;
             }
+            let mut stale = Vec::with_capacity(self.cap);
+            if self.core.poll_expired(self.now, &mut stale) > 0 {
+                self.expired.extend(stale);
+                progressed = true;
+            }
             let mut batch = Vec::with_capacity(self.cap);
             if let Some(flush) = self.core.poll_flush(self.now, &mut batch) {
+                self.note_cut(flush.seq, &batch);
                 if flush.write_ahead {
                     let ok = matches!(self.store.append(flush.seq, &batch), Ok(true));
                     if ok {
@@ -198,6 +212,7 @@ impl Rig {
             }
             StoreOp::Append { seq, len } => {
                 assert_eq!(io.len(), len);
+                self.note_cut(seq, &io);
                 match self.store.append(seq, &io) {
                     Ok(true) => {
                         self.acknowledged.extend(&io);
@@ -248,20 +263,44 @@ impl Rig {
         assert_eq!(self.core.handle_store(now, done), None);
     }
 
-    /// Ends every running attempt with `outcome`.
+    /// Ends every running attempt with `outcome`. A partial outcome delivers the first
+    /// `delivered` items of each batch, rejects the next `rejected` (as many as it holds), and
+    /// keeps the rest for the retry.
     pub fn complete_all(&mut self, outcome: Outcome) {
         let running: Vec<u64> = self.flights.keys().copied().collect();
         for seq in running {
+            let held = self.flights[&seq].len() as u32;
+            let outcome = match outcome {
+                Outcome::Partial { delivered, rejected } => {
+                    let delivered = delivered.min(held);
+                    Outcome::Partial { delivered, rejected: rejected.min(held - delivered) }
+                }
+                other => other,
+            };
             let Some(c) = self.core.handle_completion(self.now, seq, outcome) else { continue };
+            if let Outcome::Partial { delivered, rejected } = outcome {
+                let batch = self.flights.get_mut(&seq).expect("running");
+                let taken: Vec<u32> = batch.drain(..delivered as usize).collect();
+                self.rejected.extend(batch.drain(..rejected as usize));
+                if !taken.is_empty() {
+                    self.delivered.push(Given { boot: self.boot, seq, items: taken, delivered: true });
+                }
+            }
             let items = self.flights[&seq].clone();
             match c {
                 Completion::Delivered { .. } => {
                     self.flights.remove(&seq);
-                    self.delivered.push(Given { boot: self.boot, seq, items, delivered: true });
+                    if !matches!(outcome, Outcome::Partial { .. }) {
+                        self.delivered.push(Given { boot: self.boot, seq, items, delivered: true });
+                    }
                 }
                 Completion::DeadLettered { .. } => {
                     self.flights.remove(&seq);
                     self.dead.extend(items);
+                }
+                Completion::Expired { .. } => {
+                    self.flights.remove(&seq);
+                    self.expired.extend(items);
                 }
                 Completion::Retry { .. } => {}
             }
@@ -337,13 +376,27 @@ impl Rig {
         out
     }
 
-    /// A seq always names the same items, across boots.
+    /// A new cut or spill never takes a seq already used for other items (in this boot or an
+    /// earlier one).
+    fn note_cut(&mut self, seq: u64, items: &[u32]) {
+        if let Some(prev) = self.cuts.get(&seq) {
+            assert_eq!(prev, items, "seq {seq} was reused for other items");
+        } else {
+            self.cuts.insert(seq, items.to_vec());
+        }
+    }
+
+    /// Every delivery under a seq holds items that seq was cut with (a partial answer delivers
+    /// a part), across boots.
     pub fn check_seqs_never_reused(&self) {
-        let mut by_seq: BTreeMap<u64, &Vec<u32>> = BTreeMap::new();
         for g in &self.delivered {
-            if let Some(prev) = by_seq.insert(g.seq, &g.items) {
-                assert_eq!(prev, &g.items, "seq {} was reused for other items", g.seq);
-            }
+            let cut = &self.cuts[&g.seq];
+            assert!(
+                g.items.iter().all(|i| cut.contains(i)),
+                "seq {} delivered {:?}, cut with {cut:?}",
+                g.seq,
+                g.items
+            );
         }
     }
 }
