@@ -83,6 +83,17 @@ pub trait Handler<T> {
         #[cfg(not(feature = "defmt"))]
         let _ = info;
     }
+
+    /// Receives, by value, items not sent because they were older than the configured
+    /// `max_age` ([`Config::max_age`](batch_core::Config::max_age)): at their cut (oldest first,
+    /// `info` is `None`) or before a retry (the rest of batch `info`). They count as `expired`
+    /// in the metrics. The default logs them with defmt (with the `defmt` feature) and drops
+    /// them.
+    fn expired(&mut self, items: &mut VecView<T>, info: Option<BatchInfo>) {
+        #[cfg(feature = "defmt")]
+        defmt::warn!("{} items expired (batch {})", items.len(), info.map(|i| i.seq));
+        let _ = (items, info);
+    }
 }
 
 impl<T, E, F> Handler<T> for F
@@ -124,5 +135,8 @@ where
     }
     fn returned(&mut self, items: &mut VecView<T>, info: BatchInfo) {
         self.0.returned(items, info);
+    }
+    fn expired(&mut self, items: &mut VecView<T>, info: Option<BatchInfo>) {
+        self.0.expired(items, info);
     }
 }

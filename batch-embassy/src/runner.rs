@@ -164,7 +164,13 @@ impl<'a, M: RawMutex, T, const N: usize, const F: usize, H: Handler<T>> Runner<'
             // cancelled attempt to resume, or the end.
             let (batch, held) = (&mut self.batch, &mut self.held);
             let next = self.batcher.wait(|st, _| Self::next(st, batch, held)).await;
-            let Some(info) = self.held else { return };
+            let Some(info) = self.held else {
+                if self.batch.is_empty() {
+                    return;
+                }
+                self.expire(None); // items too old to send, from the front of the buffer
+                continue;
+            };
             if !next {
                 self.give_back(info);
                 continue;
@@ -182,7 +188,15 @@ impl<'a, M: RawMutex, T, const N: usize, const F: usize, H: Handler<T>> Runner<'
         let outcome = if result.is_ok() { Outcome::Delivered } else { Outcome::Failed };
         let completion = self.batcher.with(|st| {
             let completion = st.core.handle_completion(crate::now(), seq, outcome);
-            if matches!(completion, Some(Completion::Delivered { .. } | Completion::DeadLettered { .. })) {
+            let is_final = matches!(
+                completion,
+                Some(
+                    Completion::Delivered { .. }
+                        | Completion::DeadLettered { .. }
+                        | Completion::Expired { .. }
+                )
+            );
+            if is_final {
                 st.land(seq);
             }
             st.settle();
@@ -200,6 +214,7 @@ impl<'a, M: RawMutex, T, const N: usize, const F: usize, H: Handler<T>> Runner<'
                 self.handler.dead_letter(self.batch.as_mut_view(), info, error);
                 self.batch.clear();
             }
+            (Some(Completion::Expired { .. }), _) => self.expire(Some(info)),
             (Some(_), _) => {
                 self.held = None;
                 self.batch.clear();
@@ -219,6 +234,9 @@ impl<'a, M: RawMutex, T, const N: usize, const F: usize, H: Handler<T>> Runner<'
         let Some(info) = held else {
             if st.aborted {
                 return Step::Ready(false);
+            }
+            if Self::poll_expired(st, batch) {
+                return Step::Ready(false); // no batch held, items in the buffer: expired
             }
             if Self::cut(st, batch, held).is_some() {
                 return Step::Ready(true);
@@ -240,6 +258,23 @@ impl<'a, M: RawMutex, T, const N: usize, const F: usize, H: Handler<T>> Runner<'
             Some(_) if st.core.is_paused() => Step::Wait(None),
             Some(at) => Step::Wait(Some(crate::to_embassy(at))),
         }
+    }
+
+    /// Moves items too old to send from the front of the buffer into the (empty) batch buffer,
+    /// before a cut (`max_age`). Whether any moved.
+    pub(crate) fn poll_expired(st: &mut State<T, N, F>, batch: &mut heapless::Vec<T, N>) -> bool {
+        if st.core.poll_expired(crate::now(), batch) == 0 {
+            return false;
+        }
+        st.chain.notify(); // room for producers
+        true
+    }
+
+    /// Hands the batch buffer's items (expired) to [`Handler::expired`] and empties it.
+    pub(crate) fn expire(&mut self, info: Option<BatchInfo>) {
+        self.held = None;
+        self.handler.expired(self.batch.as_mut_view(), info);
+        self.batch.clear();
     }
 
     /// Cuts the next batch into the (empty) buffer if one is due, and holds it.

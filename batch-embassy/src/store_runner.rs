@@ -165,6 +165,8 @@ enum Next {
     Run { write_ahead: bool },
     /// Hand the held batch back (given up), or stop if none is held.
     GiveBack,
+    /// Items too old to send are in the batch buffer: hand them to the expiry path.
+    Expired,
 }
 
 impl<'a, M, T, const N: usize, const F: usize, H, SM, S> StoreRunner<'a, '_, M, T, N, F, H, SM, S>
@@ -266,6 +268,7 @@ where
                     Some(info) => self.runner.give_back(info),
                     None => return,
                 },
+                Next::Expired => self.runner.expire(None),
             }
         }
     }
@@ -292,6 +295,9 @@ where
         }
         if let Some(op) = st.core.poll_store(crate::now(), batch) {
             return Step::Ready(Next::Store(op));
+        }
+        if Runner::<'_, M, T, N, F, H>::poll_expired(st, batch) {
+            return Step::Ready(Next::Expired);
         }
         if let Some(flush) = Runner::<'_, M, T, N, F, H>::cut(st, batch, held) {
             return Step::Ready(Next::Run { write_ahead: flush.write_ahead });

@@ -352,3 +352,75 @@ fn two_runners_share_the_flight_slots() {
     // Both batches started at t=0: two in flight at once.
     assert_eq!(log, vec![(0, 0, vec![0, 1]), (0, 1, vec![2, 3])]);
 }
+
+/// A handler that records deliveries and expired items (`max_age`).
+struct Expiring<'c> {
+    delivered: &'c RefCell<Vec<u32>>,
+    expired: &'c RefCell<Vec<(Option<u64>, Vec<u32>)>>,
+    fail_first: u32,
+}
+
+impl batch_embassy::Handler<u32> for Expiring<'_> {
+    type Error = &'static str;
+    async fn handle(&mut self, batch: &[u32], info: BatchInfo) -> Result<(), &'static str> {
+        if info.attempt <= self.fail_first {
+            return Err("uplink down");
+        }
+        self.delivered.borrow_mut().extend_from_slice(batch);
+        Ok(())
+    }
+    fn expired(&mut self, items: &mut heapless::vec::VecView<u32>, info: Option<BatchInfo>) {
+        self.expired.borrow_mut().push((info.map(|i| i.seq), items.iter().copied().collect()));
+    }
+}
+
+#[test]
+fn items_older_than_max_age_go_to_the_expiry_path_at_the_cut_and_before_a_retry() {
+    let _g = serial();
+    let config = Config::new()
+        .max_batch(2)
+        .linger(millis(10))
+        .max_age(millis(500))
+        .retry_delays(millis(300), millis(300));
+    let b: Batcher<NoopRawMutex, u32, 8> = Batcher::new(config);
+    let (delivered, expired) = (RefCell::new(Vec::new()), RefCell::new(Vec::new()));
+    let mut runner = b.runner(Expiring { delivered: &delivered, expired: &expired, fail_first: 0 });
+    run(
+        join(runner.run(), async {
+            b.pause(); // the uplink is down for a second
+            for i in 0..2 {
+                b.add(i).await.unwrap();
+            }
+            Timer::after_millis(1000).await;
+            b.add(2).await.unwrap();
+            b.add(3).await.unwrap();
+            b.resume();
+            Timer::after_millis(50).await;
+            b.close();
+        }),
+        Duration::from_secs(5),
+    );
+    assert_eq!(expired.take(), vec![(None, vec![0, 1])], "the stale pair, at its cut");
+    assert_eq!(delivered.take(), vec![2, 3]);
+    let m = b.metrics();
+    assert_eq!((m.expired, m.delivered), (2, 2));
+    assert!(m.is_consistent());
+
+    // Before a retry: attempt 1 fails at once, the retry would come 300 ms later, past 200 ms.
+    let config = Config::new().max_batch(2).max_age(millis(200)).retry_delays(millis(300), millis(300));
+    let b: Batcher<NoopRawMutex, u32, 8> = Batcher::new(config);
+    let (delivered, expired) = (RefCell::new(Vec::new()), RefCell::new(Vec::new()));
+    let mut runner = b.runner(Expiring { delivered: &delivered, expired: &expired, fail_first: 1 });
+    run(
+        join(runner.run(), async {
+            b.add(7).await.unwrap();
+            b.add(8).await.unwrap();
+            Timer::after_millis(50).await;
+            b.close();
+        }),
+        Duration::from_secs(5),
+    );
+    assert_eq!(expired.take(), vec![(Some(0), vec![7, 8])]);
+    assert!(delivered.take().is_empty());
+    assert_eq!(b.metrics().expired, 2);
+}
