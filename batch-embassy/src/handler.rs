@@ -22,6 +22,23 @@ pub struct BatchInfo {
     pub trigger: Trigger,
 }
 
+/// What became of one item of a failed attempt, answered by [`Handler::verdict`].
+///
+/// ```
+/// use batch_embassy::Verdict;
+/// assert_ne!(Verdict::Delivered, Verdict::Retry);
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum Verdict {
+    /// The sink took it.
+    Delivered,
+    /// Send it again (with the rest of the batch's retries, same seq, same back-off).
+    Retry,
+    /// The sink refused it for good: it goes to [`Handler::rejected`] at once, never retried.
+    Rejected,
+}
+
 /// Delivers batches. Any `async |batch: &[T], info: BatchInfo| -> Result<(), E>` closure is a
 /// handler; implement the trait for a stateful uplink, and override
 /// [`dead_letter`](Handler::dead_letter) to keep batches that failed every attempt
@@ -84,6 +101,45 @@ pub trait Handler<T> {
         let _ = info;
     }
 
+    /// After a failed attempt (`handle` returned `Err`), what became of the batch's item
+    /// `index` (its position in the batch as given to `handle`): a sink that answers per item
+    /// (a bulk insert that refused two rows, an HTTP 207) keeps its answer in `self` during
+    /// `handle` and reports it here, once per item, in order. Only the items answered
+    /// [`Verdict::Retry`] are retried; [`Verdict::Rejected`] ones go to
+    /// [`rejected`](Self::rejected) at once and count as `rejected_by_handler`. The default
+    /// answers `Retry` for every item: the whole batch is retried.
+    ///
+    /// ```
+    /// use batch_embassy::{BatchInfo, Handler, Verdict};
+    /// /// A sink that refuses odd readings for good and takes the rest.
+    /// struct Picky { refused: u32 }
+    /// impl Handler<u16> for Picky {
+    ///     type Error = ();
+    ///     async fn handle(&mut self, batch: &[u16], _: BatchInfo) -> Result<(), ()> {
+    ///         if batch.iter().any(|r| r % 2 == 1) { Err(()) } else { Ok(()) }
+    ///     }
+    ///     fn verdict(&mut self, item: &u16, _index: usize, _: BatchInfo, _: &()) -> Verdict {
+    ///         if item % 2 == 1 { Verdict::Rejected } else { Verdict::Delivered }
+    ///     }
+    ///     fn rejected(&mut self, _item: u16, _index: usize, _: BatchInfo) {
+    ///         self.refused += 1;
+    ///     }
+    /// }
+    /// ```
+    fn verdict(&mut self, item: &T, index: usize, info: BatchInfo, error: &Self::Error) -> Verdict {
+        let _ = (item, index, info, error);
+        Verdict::Retry
+    }
+
+    /// Receives, by value, an item the sink refused for good ([`Verdict::Rejected`]); `index`
+    /// is its position in the batch of that attempt. The default logs it with defmt (with the
+    /// `defmt` feature) and drops it.
+    fn rejected(&mut self, item: T, index: usize, info: BatchInfo) {
+        #[cfg(feature = "defmt")]
+        defmt::warn!("batch {} item {} rejected by the sink", info.seq, index);
+        let _ = (item, index, info);
+    }
+
     /// Receives, by value, items not sent because they were older than the configured
     /// `max_age` ([`Config::max_age`](batch_core::Config::max_age)): at their cut (oldest first,
     /// `info` is `None`) or before a retry (the rest of batch `info`). They count as `expired`
@@ -138,5 +194,11 @@ where
     }
     fn expired(&mut self, items: &mut VecView<T>, info: Option<BatchInfo>) {
         self.0.expired(items, info);
+    }
+    fn verdict(&mut self, item: &T, index: usize, info: BatchInfo, error: &H::Error) -> Verdict {
+        self.0.verdict(item, index, info, error)
+    }
+    fn rejected(&mut self, item: T, index: usize, info: BatchInfo) {
+        self.0.rejected(item, index, info);
     }
 }

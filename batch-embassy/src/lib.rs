@@ -61,7 +61,7 @@ pub use batch_core::{
 pub use batcher::{Batcher, ShutdownReport};
 #[cfg(feature = "flash-store")]
 pub use flash_store::{FlashError, FlashLayout, FlashStore};
-pub use handler::{BatchInfo, Handler, WithDeadLetter};
+pub use handler::{BatchInfo, Handler, Verdict, WithDeadLetter};
 pub use runner::Runner;
 #[cfg(feature = "store")]
 pub use store_runner::StoreRunner;

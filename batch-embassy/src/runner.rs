@@ -185,7 +185,13 @@ impl<'a, M: RawMutex, T, const N: usize, const F: usize, H: Handler<T>> Runner<'
     /// Reports how the attempt of `info` ended, and hands a dead letter to the handler.
     pub(crate) fn complete(&mut self, info: BatchInfo, result: Result<(), H::Error>) {
         let seq = info.seq;
-        let outcome = if result.is_ok() { Outcome::Delivered } else { Outcome::Failed };
+        let outcome = match &result {
+            Ok(()) => Outcome::Delivered,
+            Err(error) => match self.split(info, error) {
+                (0, 0) => Outcome::Failed,
+                (delivered, rejected) => Outcome::Partial { delivered, rejected },
+            },
+        };
         let completion = self.batcher.with(|st| {
             let completion = st.core.handle_completion(crate::now(), seq, outcome);
             let is_final = matches!(
@@ -220,6 +226,29 @@ impl<'a, M: RawMutex, T, const N: usize, const F: usize, H: Handler<T>> Runner<'
                 self.batch.clear();
             }
         }
+    }
+
+    /// After a failed attempt: asks the handler's [`verdict`](Handler::verdict) for each item,
+    /// drops the delivered ones, hands the rejected ones to [`Handler::rejected`], and keeps
+    /// the rest, in order, for the retry. Returns `(delivered, rejected)`.
+    fn split(&mut self, info: BatchInfo, error: &H::Error) -> (u32, u32) {
+        let (mut delivered, mut rejected) = (0, 0);
+        let mut i = 0;
+        for index in 0..self.batch.len() {
+            match self.handler.verdict(&self.batch[i], index, info, error) {
+                crate::Verdict::Retry => i += 1,
+                crate::Verdict::Delivered => {
+                    drop(self.batch.remove(i));
+                    delivered += 1;
+                }
+                crate::Verdict::Rejected => {
+                    let item = self.batch.remove(i);
+                    self.handler.rejected(item, index, info);
+                    rejected += 1;
+                }
+            }
+        }
+        (delivered, rejected)
     }
 
     /// What the runner does next, under the lock: with no batch held, cut the next one into the

@@ -424,3 +424,76 @@ fn items_older_than_max_age_go_to_the_expiry_path_at_the_cut_and_before_a_retry(
     assert!(delivered.take().is_empty());
     assert_eq!(b.metrics().expired, 2);
 }
+
+/// A sink that answers per item: it takes even readings, refuses multiples of 5 for good, and
+/// fails the odd ones on the first attempt only.
+struct PerItem<'c> {
+    got: &'c RefCell<Vec<(u32, Vec<u32>)>>,
+    refused: &'c RefCell<Vec<(u32, usize)>>,
+}
+
+impl batch_embassy::Handler<u32> for PerItem<'_> {
+    type Error = ();
+    async fn handle(&mut self, batch: &[u32], info: BatchInfo) -> Result<(), ()> {
+        self.got.borrow_mut().push((info.attempt, batch.to_vec()));
+        if info.attempt == 1 { Err(()) } else { Ok(()) }
+    }
+    fn verdict(&mut self, item: &u32, _: usize, _: BatchInfo, _: &()) -> batch_embassy::Verdict {
+        match item {
+            i if i % 5 == 0 => batch_embassy::Verdict::Rejected,
+            i if i % 2 == 0 => batch_embassy::Verdict::Delivered,
+            _ => batch_embassy::Verdict::Retry,
+        }
+    }
+    fn rejected(&mut self, item: u32, index: usize, _: BatchInfo) {
+        self.refused.borrow_mut().push((item, index));
+    }
+}
+
+#[test]
+fn a_per_item_answer_retries_only_the_rest_and_rejects_for_good() {
+    let _g = serial();
+    let config = Config::new().max_batch(6).retry_delays(millis(100), millis(100));
+    let b: Batcher<NoopRawMutex, u32, 8> = Batcher::new(config);
+    let (got, refused) = (RefCell::new(Vec::new()), RefCell::new(Vec::new()));
+    let mut runner = b.runner(PerItem { got: &got, refused: &refused });
+    run(
+        join(runner.run(), async {
+            for i in 1..=6 {
+                b.add(i).await.unwrap();
+            }
+            Timer::after_millis(10).await;
+            b.close();
+        }),
+        Duration::from_secs(5),
+    );
+    // Attempt 1: all six; 2, 4, 6 taken, 5 refused, 1 and 3 retried (in order, same seq).
+    assert_eq!(got.take(), vec![(1, vec![1, 2, 3, 4, 5, 6]), (2, vec![1, 3])]);
+    assert_eq!(refused.take(), vec![(5, 4)]);
+    let m = b.metrics();
+    assert_eq!((m.delivered, m.rejected_by_handler, m.dead_lettered, m.retries), (5, 1, 0, 1));
+    assert!(m.is_consistent());
+}
+
+#[test]
+fn a_paced_runner_starts_batches_no_faster_than_the_pace() {
+    let _g = serial();
+    let config = Config::new().max_batch(2).pace(millis(100), 1);
+    let b: Batcher<NoopRawMutex, u32, 16> = Batcher::new(config);
+    let starts = RefCell::new(Vec::new());
+    let t0 = Instant::now();
+    let mut runner = b.runner(async |_: &[u32], _: BatchInfo| {
+        starts.borrow_mut().push(ms_since(t0));
+        Ok::<(), ()>(())
+    });
+    run(
+        join(runner.run(), async {
+            for i in 0..8 {
+                b.add(i).await.unwrap(); // a backlog of four full batches at once
+            }
+            b.close();
+        }),
+        Duration::from_secs(5),
+    );
+    assert_eq!(starts.take(), vec![0, 100, 200, 300]);
+}
