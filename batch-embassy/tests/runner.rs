@@ -438,7 +438,7 @@ impl batch_embassy::Handler<u32> for PerItem<'_> {
         self.got.borrow_mut().push((info.attempt, batch.to_vec()));
         if info.attempt == 1 { Err(()) } else { Ok(()) }
     }
-    fn verdict(&mut self, item: &u32, _: usize, _: BatchInfo, _: &()) -> batch_embassy::Verdict {
+    fn verdict(&mut self, item: &u32, _: usize, _: BatchInfo, &(): &()) -> batch_embassy::Verdict {
         match item {
             i if i % 5 == 0 => batch_embassy::Verdict::Rejected,
             i if i % 2 == 0 => batch_embassy::Verdict::Delivered,
