@@ -319,8 +319,7 @@ impl<T> Batcher<T> {
                 drop(own);
                 return Pushed::Done(self.finish_push(st, result));
             }
-            let full_batch = st.core.len() >= st.core.config().max_batch_for(st.core.capacity());
-            if st.core.reserved() > 0 && (exact || !full_batch) {
+            if st.core.reclaim_before_waiting(exact) {
                 // Other areas hold places: take them back, then look again. A producer that may
                 // wait skips this while the core holds a full batch: its cut makes room, and
                 // collecting every area at each full buffer costs more than it gains.

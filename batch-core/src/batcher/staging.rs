@@ -65,6 +65,28 @@ impl<T, Q: Queue<T>, S: Slots> BatchCore<T, Q, S> {
         self.refresh_fast();
     }
 
+    /// Whether a producer that found the buffer full should take back the places granted to
+    /// staging areas (hand their runs over) and look again, rather than wait or be refused:
+    /// when places are granted, and either `exact` (a `try_add`, which must not refuse an item
+    /// while granted places hide room) or the buffer holds no full batch (no cut is about to
+    /// make room, so waiting could wait for staged items that only a hand-over brings in).
+    ///
+    /// ```
+    /// use batch_core::{Batcher, Config, Instant};
+    /// let mut core: Batcher<u32, 8> = Batcher::new(Config::new().max_batch(4));
+    /// assert!(!core.reclaim_before_waiting(true)); // nothing granted
+    /// assert_eq!(core.reserve(3), 3);
+    /// assert!(core.reclaim_before_waiting(false)); // no full batch buffered
+    /// for i in 0..4 {
+    ///     core.push(Instant::ZERO, i).unwrap();
+    /// }
+    /// assert!(!core.reclaim_before_waiting(false)); // its cut makes room: wait
+    /// assert!(core.reclaim_before_waiting(true)); // try_add: exact
+    /// ```
+    pub fn reclaim_before_waiting(&self, exact: bool) -> bool {
+        self.reserved > 0 && (exact || self.queue.len() < self.max_batch)
+    }
+
     /// Places granted to staging areas and not handed back yet.
     pub fn reserved(&self) -> usize {
         self.reserved
