@@ -3,9 +3,9 @@
 use batch_embassy::{Count, Metrics, Trigger};
 
 use crate::Plan;
-use crate::ledger::{Anomaly, Ledger};
+use crate::ledger::{Anomaly, Ledger, SensorLedger};
 use crate::log::{log_error, log_info};
-use crate::reading::SENSORS;
+use crate::reading::{SENSORS, Sensor};
 
 /// A counter that the ledger and the batcher's metrics both keep.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -232,13 +232,7 @@ pub fn check(ledger: &Ledger, metrics: &Metrics, plan: &Plan) -> Report {
         power_cut: None,
     };
     for (sensor, s) in SENSORS.iter().zip(&ledger.sensors) {
-        if !s.stopped {
-            report.fail(Failure::SensorRunning { sensor: sensor.id });
-        }
-        let expected = sensor.readings_in(plan.run_for);
-        if s.produced != expected {
-            report.fail(Failure::WrongProduction { sensor: sensor.id, produced: s.produced, expected });
-        }
+        report.sensor_ran(sensor, s, plan);
         if s.next_settle != s.produced || s.delivered + s.dead_lettered != s.produced {
             report.fail(Failure::Unsettled {
                 sensor: sensor.id,
@@ -261,35 +255,52 @@ pub fn check(ledger: &Ledger, metrics: &Metrics, plan: &Plan) -> Report {
             in_flight: wide(metrics.in_flight),
         });
     }
-    let pairs = [
-        (Counter::Accepted, ledger.produced(), wide(metrics.accepted)),
-        (Counter::Delivered, ledger.delivered(), wide(metrics.delivered)),
-        (Counter::DeadLettered, ledger.dead_lettered(), wide(metrics.dead_lettered)),
-        (Counter::BatchesDelivered, u64::from(ledger.batches_delivered), wide(metrics.batches_delivered)),
-        (
-            Counter::BatchesDeadLettered,
-            u64::from(ledger.batches_dead_lettered),
-            wide(metrics.batches_dead_lettered),
-        ),
-        (Counter::FailedAttempts, u64::from(ledger.failed_attempts), wide(metrics.failed_attempts)),
-        (
-            Counter::Attempts,
-            u64::from(ledger.attempts),
-            wide(metrics.batches_delivered) + wide(metrics.batches_dead_lettered) + wide(metrics.retries),
-        ),
-    ];
-    for (counter, ledger, metrics) in pairs {
-        if ledger != metrics {
-            report.fail(Failure::Mismatch { counter, ledger, metrics });
+    let attempts =
+        wide(metrics.batches_delivered) + wide(metrics.batches_dead_lettered) + wide(metrics.retries);
+    report.compare(ledger, metrics, attempts);
+    report
+}
+
+impl Report {
+    /// The sensor's task finished and produced what its period gives over `plan.run_for`.
+    fn sensor_ran(&mut self, sensor: &Sensor, s: &SensorLedger, plan: &Plan) {
+        if !s.stopped {
+            self.fail(Failure::SensorRunning { sensor: sensor.id });
+        }
+        let expected = sensor.readings_in(plan.run_for);
+        if s.produced != expected {
+            self.fail(Failure::WrongProduction { sensor: sensor.id, produced: s.produced, expected });
         }
     }
-    if metrics.retries == 0 {
-        report.fail(Failure::NoRetries);
+
+    /// The ledger's counters equal the metrics' (`attempts`: the metrics' count of attempts), and
+    /// retries and dead letters happened.
+    fn compare(&mut self, ledger: &Ledger, m: &Metrics, attempts: u64) {
+        let pairs = [
+            (Counter::Accepted, ledger.produced(), wide(m.accepted)),
+            (Counter::Delivered, ledger.delivered(), wide(m.delivered)),
+            (Counter::DeadLettered, ledger.dead_lettered(), wide(m.dead_lettered)),
+            (Counter::BatchesDelivered, u64::from(ledger.batches_delivered), wide(m.batches_delivered)),
+            (
+                Counter::BatchesDeadLettered,
+                u64::from(ledger.batches_dead_lettered),
+                wide(m.batches_dead_lettered),
+            ),
+            (Counter::FailedAttempts, u64::from(ledger.failed_attempts), wide(m.failed_attempts)),
+            (Counter::Attempts, u64::from(ledger.attempts), attempts),
+        ];
+        for (counter, ledger, metrics) in pairs {
+            if ledger != metrics {
+                self.fail(Failure::Mismatch { counter, ledger, metrics });
+            }
+        }
+        if m.retries == 0 {
+            self.fail(Failure::NoRetries);
+        }
+        if m.batches_dead_lettered == 0 || ledger.batches_dead_lettered == 0 {
+            self.fail(Failure::NoDeadLetter);
+        }
     }
-    if metrics.batches_dead_lettered == 0 || ledger.batches_dead_lettered == 0 {
-        report.fail(Failure::NoDeadLetter);
-    }
-    report
 }
 
 /// A counter as a `u64` ([`Count`] is `u32` on the MCU, `u64` on a 64-bit host).
@@ -317,13 +328,7 @@ pub fn check_power_cut(ledger: &Ledger, before: &Metrics, after: &Metrics, plan:
     };
     let mut lost = 0;
     for (sensor, s) in SENSORS.iter().zip(&ledger.sensors) {
-        if !s.stopped {
-            report.fail(Failure::SensorRunning { sensor: sensor.id });
-        }
-        let expected = sensor.readings_in(plan.run_for);
-        if s.produced != expected {
-            report.fail(Failure::WrongProduction { sensor: sensor.id, produced: s.produced, expected });
-        }
+        report.sensor_ran(sensor, s, plan);
         let at_cut = ledger.store.produced_at_cut.get(usize::from(sensor.id)).copied().unwrap_or(0);
         let mut first_bad = None;
         for seq in 0..s.produced {
@@ -354,33 +359,10 @@ pub fn check_power_cut(ledger: &Ledger, before: &Metrics, after: &Metrics, plan:
     if after.buffered != 0 || after.in_flight != 0 || after.stored != 0 {
         report.fail(Failure::NotDrained { buffered: wide(after.buffered), in_flight: wide(after.in_flight) });
     }
-    let m = &metrics;
-    let pairs = [
-        (Counter::Accepted, ledger.produced(), wide(m.accepted)),
-        (Counter::Delivered, ledger.delivered(), wide(m.delivered)),
-        (Counter::DeadLettered, ledger.dead_lettered(), wide(m.dead_lettered)),
-        (Counter::BatchesDelivered, u64::from(ledger.batches_delivered), wide(m.batches_delivered)),
-        (
-            Counter::BatchesDeadLettered,
-            u64::from(ledger.batches_dead_lettered),
-            wide(m.batches_dead_lettered),
-        ),
-        (Counter::FailedAttempts, u64::from(ledger.failed_attempts), wide(m.failed_attempts)),
-        // An attempt cut short by the power cut is in neither: every recorded attempt either
-        // failed or delivered its batch.
-        (Counter::Attempts, u64::from(ledger.attempts), wide(m.failed_attempts) + wide(m.batches_delivered)),
-    ];
-    for (counter, ledger, metrics) in pairs {
-        if ledger != metrics {
-            report.fail(Failure::Mismatch { counter, ledger, metrics });
-        }
-    }
-    if m.retries == 0 {
-        report.fail(Failure::NoRetries);
-    }
-    if m.batches_dead_lettered == 0 || ledger.batches_dead_lettered == 0 {
-        report.fail(Failure::NoDeadLetter);
-    }
+    // An attempt cut short by the power cut is in neither: every recorded attempt either failed
+    // or delivered its batch.
+    let attempts = wide(metrics.failed_attempts) + wide(metrics.batches_delivered);
+    report.compare(ledger, &metrics, attempts);
     report
 }
 
