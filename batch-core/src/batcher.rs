@@ -12,6 +12,7 @@ use crate::metrics::{Count, Metrics, Trigger};
 use crate::storage::{InFlight, Queue, Slots};
 use crate::time::{Duration, Instant};
 
+#[cfg(feature = "uplink")]
 mod age;
 mod buffer;
 mod cut;
@@ -19,6 +20,9 @@ mod flights;
 mod marks;
 #[cfg(not(feature = "store"))]
 mod no_store;
+#[cfg(not(feature = "uplink"))]
+mod no_uplink;
+#[cfg(feature = "uplink")]
 mod pace;
 mod staging;
 #[cfg(feature = "store")]
@@ -238,6 +242,7 @@ pub struct BatchCore<T, Q, S> {
     /// Counters; `accepted`, `buffered` and `batches_in_flight` are filled in by `metrics()`.
     counters: Metrics,
     /// The paced drain's theoretical arrival time (see the `pace` module).
+    #[cfg(feature = "uplink")]
     pace_tat: Instant,
     /// What the core knows about its store (feature `store`).
     #[cfg(feature = "store")]
@@ -437,6 +442,7 @@ impl<T, Q: Queue<T>, S: Slots> BatchCore<T, Q, S> {
                 #[cfg(feature = "store")]
                 store_failures: 0,
             },
+            #[cfg(feature = "uplink")]
             pace_tat: Instant::ZERO,
             #[cfg(feature = "store")]
             store: store::StoreState::new(),

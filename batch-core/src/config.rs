@@ -65,8 +65,10 @@ pub struct Config {
     jitter_seed: u32,
     max_weight: Option<u32>,
     overflow: Overflow,
+    #[cfg(feature = "uplink")]
     max_age: Option<Duration>,
     /// `(min_interval, burst)`: at most `burst` batches at once, then one per `min_interval`.
+    #[cfg(feature = "uplink")]
     pace: Option<(Duration, u32)>,
     #[cfg(feature = "store")]
     store: Option<crate::store::StorePolicy>,
@@ -92,7 +94,9 @@ impl Config {
             jitter_seed: 0x9E37_79B9,
             max_weight: None,
             overflow: Overflow::Reject,
+            #[cfg(feature = "uplink")]
             max_age: None,
+            #[cfg(feature = "uplink")]
             pace: None,
             #[cfg(feature = "store")]
             store: None,
@@ -217,14 +221,18 @@ impl Config {
     /// let c = Config::new().max_age(Duration::from_secs(3600));
     /// assert_eq!(c.get_max_age(), Some(Duration::from_secs(3600)));
     /// ```
+    #[cfg(feature = "uplink")]
     #[must_use]
     pub const fn max_age(mut self, age: Duration) -> Self {
         self.max_age = Some(age);
         self
     }
-    /// See [`Config::max_age`].
+    /// See `Config::max_age` (feature `uplink`; always `None` without it).
     pub const fn get_max_age(&self) -> Option<Duration> {
-        self.max_age
+        #[cfg(feature = "uplink")]
+        return self.max_age;
+        #[cfg(not(feature = "uplink"))]
+        None
     }
     /// A paced drain: batches start (cut from the buffer, or loaded from the store) at most
     /// `burst` at once and then one per `min_interval`, a token bucket in the core's virtual
@@ -236,14 +244,18 @@ impl Config {
     /// let c = Config::new().pace(Duration::from_millis(100), 5); // 10 batches/s, bursts of 5
     /// assert_eq!(c.get_pace(), Some((Duration::from_millis(100), 5)));
     /// ```
+    #[cfg(feature = "uplink")]
     #[must_use]
     pub const fn pace(mut self, min_interval: Duration, burst: u32) -> Self {
         self.pace = Some((min_interval, burst));
         self
     }
-    /// See [`Config::pace`].
+    /// See `Config::pace` (feature `uplink`; always `None` without it).
     pub const fn get_pace(&self) -> Option<(Duration, u32)> {
-        self.pace
+        #[cfg(feature = "uplink")]
+        return self.pace;
+        #[cfg(not(feature = "uplink"))]
+        None
     }
     /// Store and forward (feature `store`): batches go to a durable store as the
     /// [`StorePolicy`](crate::store::StorePolicy) says, and the driver must report what the store
@@ -320,12 +332,12 @@ impl Config {
         if let Some(0) = self.max_weight {
             return Err(ConfigError::ZeroMaxWeight);
         }
-        if let Some(age) = self.max_age
+        if let Some(age) = self.get_max_age()
             && age.as_micros() == 0
         {
             return Err(ConfigError::ZeroMaxAge);
         }
-        if let Some((_, 0)) = self.pace {
+        if let Some((_, 0)) = self.get_pace() {
             return Err(ConfigError::ZeroPaceBurst);
         }
         #[cfg(feature = "store")]
@@ -513,7 +525,9 @@ mod tests {
         );
         assert_eq!(ok.jitter(1001, 1).validate(64, 1), Err(ConfigError::JitterAboveOne { permille: 1001 }));
         assert_eq!(ok.max_weight(0).validate(64, 1), Err(ConfigError::ZeroMaxWeight));
+        #[cfg(feature = "uplink")]
         assert_eq!(ok.max_age(Duration::ZERO).validate(64, 1), Err(ConfigError::ZeroMaxAge));
+        #[cfg(feature = "uplink")]
         assert_eq!(ok.pace(Duration::from_millis(1), 0).validate(64, 1), Err(ConfigError::ZeroPaceBurst));
     }
 

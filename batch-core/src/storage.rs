@@ -206,6 +206,7 @@ pub struct InFlight {
     pub(crate) attempt: u32,
     pub(crate) phase: Phase,
     /// The arrival of its oldest item (as far as the marks tell; for `max_age`).
+    #[cfg(feature = "uplink")]
     pub(crate) born: Instant,
     /// The batch is in the store (loaded from it, or written ahead and acknowledged).
     #[cfg(feature = "store")]

@@ -337,13 +337,17 @@ proptest! {
         let max_batch = (cap / batch_div).max(1);
         let policy = StorePolicy::new().spill(spill).write_ahead(write_ahead).seq_block(seq_block);
         let overflow = if drop_oldest { Overflow::DropOldest } else { Overflow::Reject };
+        #[cfg_attr(not(feature = "uplink"), allow(unused_mut))]
         let mut config = Config::new().max_batch(max_batch).linger(ms(10)).max_attempts(100).overflow(overflow).store(policy);
+        #[cfg(feature = "uplink")]
         if let Some(age) = max_age {
             config = config.max_age(ms(age));
         }
+        #[cfg(feature = "uplink")]
         if let Some((interval, burst)) = pace {
             config = config.pace(ms(interval), burst);
         }
+        let _ = (max_age, pace);
         let mut rig = Rig::new(config, cap, 1);
         rig.store.limit = limit;
         let mut lost_in_ram: Vec<u32> = Vec::new();

@@ -1,7 +1,9 @@
 //! What a real uplink needs, in the core's virtual time: per-item outcomes, expiry of stale
 //! items, and a paced drain (issue 13). Each policy's rules, one test each.
 
-use batch_core::{Batch, Batcher, Completion, Config, ConfigError, Duration, Instant, Outcome};
+#[cfg(feature = "uplink")]
+use batch_core::ConfigError;
+use batch_core::{Batch, Batcher, Completion, Config, Duration, Instant, Outcome};
 
 const T0: Instant = Instant::ZERO;
 
@@ -86,6 +88,7 @@ fn a_partial_answer_naming_more_items_than_the_batch_holds_changes_nothing() {
 // Expiry
 // -------------------------------------------------------------------------------------------
 
+#[cfg(feature = "uplink")]
 #[test]
 fn items_older_than_max_age_at_their_cut_are_handed_back_oldest_first() {
     let config = Config::new().max_batch(2).linger(ms(10)).max_age(Duration::from_secs(60));
@@ -110,6 +113,7 @@ fn items_older_than_max_age_at_their_cut_are_handed_back_oldest_first() {
     assert!(m.is_consistent());
 }
 
+#[cfg(feature = "uplink")]
 #[test]
 fn an_age_is_never_underestimated() {
     // Three batches' worth arrive at 0, 30 and 50 s; at 89 s only the first batch is older
@@ -127,6 +131,7 @@ fn an_age_is_never_underestimated() {
     assert_eq!(core.poll_expired(Instant::from_secs(91), &mut stale), 2, "the 30 s pair at 91 s");
 }
 
+#[cfg(feature = "uplink")]
 #[test]
 fn a_batch_that_would_be_too_old_at_its_retry_expires_instead() {
     let config = Config::new().max_batch(2).max_attempts(10).max_age(ms(250));
@@ -142,6 +147,7 @@ fn a_batch_that_would_be_too_old_at_its_retry_expires_instead() {
     assert!(m.is_consistent());
 }
 
+#[cfg(feature = "uplink")]
 #[test]
 fn a_zero_max_age_and_a_zero_burst_are_refused_naming_the_field() {
     let err = Batcher::<u32, 8>::try_new(Config::new().max_age(Duration::ZERO)).unwrap_err();
@@ -154,6 +160,7 @@ fn a_zero_max_age_and_a_zero_burst_are_refused_naming_the_field() {
 // Pacing
 // -------------------------------------------------------------------------------------------
 
+#[cfg(feature = "uplink")]
 /// Drains a backlog of `n` single-item batches, delivering each at once; returns the start
 /// times, in ms, following `poll_timeout` between starts.
 fn drain_times(core: &mut Batcher<u32, 16, 2>, n: usize, from: Instant) -> Vec<u64> {
@@ -176,6 +183,7 @@ fn drain_times(core: &mut Batcher<u32, 16, 2>, n: usize, from: Instant) -> Vec<u
     starts
 }
 
+#[cfg(feature = "uplink")]
 #[test]
 fn a_backlog_drains_at_the_pace_after_a_burst() {
     let config = Config::new().max_batch(1).max_in_flight(2).pace(ms(100), 3);
@@ -183,6 +191,7 @@ fn a_backlog_drains_at_the_pace_after_a_burst() {
     assert_eq!(drain_times(&mut core, 8, T0), vec![0, 0, 0, 100, 200, 300, 400, 500]);
 }
 
+#[cfg(feature = "uplink")]
 #[test]
 fn pacing_decides_when_a_batch_starts_not_what_it_holds() {
     // Size 4: a full batch is cut whole even if it waited for the pace.
@@ -197,6 +206,7 @@ fn pacing_decides_when_a_batch_starts_not_what_it_holds() {
     assert_eq!(f.len, 4);
 }
 
+#[cfg(feature = "uplink")]
 #[test]
 fn retries_are_not_paced() {
     let config = Config::new().max_batch(2).pace(Duration::from_secs(10), 1).retry_delays(ms(50), ms(50));

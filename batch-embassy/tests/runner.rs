@@ -354,12 +354,14 @@ fn two_runners_share_the_flight_slots() {
 }
 
 /// A handler that records deliveries and expired items (`max_age`).
+#[cfg(feature = "uplink")]
 struct Expiring<'c> {
     delivered: &'c RefCell<Vec<u32>>,
     expired: &'c RefCell<Vec<(Option<u64>, Vec<u32>)>>,
     fail_first: u32,
 }
 
+#[cfg(feature = "uplink")]
 impl batch_embassy::Handler<u32> for Expiring<'_> {
     type Error = &'static str;
     async fn handle(&mut self, batch: &[u32], info: BatchInfo) -> Result<(), &'static str> {
@@ -374,6 +376,7 @@ impl batch_embassy::Handler<u32> for Expiring<'_> {
     }
 }
 
+#[cfg(feature = "uplink")]
 #[test]
 fn items_older_than_max_age_go_to_the_expiry_path_at_the_cut_and_before_a_retry() {
     let _g = serial();
@@ -475,6 +478,7 @@ fn a_per_item_answer_retries_only_the_rest_and_rejects_for_good() {
     assert!(m.is_consistent());
 }
 
+#[cfg(feature = "uplink")]
 #[test]
 fn a_paced_runner_starts_batches_no_faster_than_the_pace() {
     let _g = serial();

@@ -126,7 +126,7 @@ fn test() -> Result {
         t.cargo_test(cargo(&root).args(["test", "--workspace", "--locked"]))
     });
     t.step("batch-core with the store feature: tests and clippy", |t| {
-        test_and_lint(t, &root, "batch-core", "store,alloc")
+        test_and_lint(t, &root, "batch-core", "store,alloc,uplink")
     });
     disk_store_steps(&mut t, &root);
     flash_store_steps(&mut t, &root);
@@ -257,7 +257,7 @@ fn metrics_steps(t: &mut Tally, root: &std::path::Path) {
 /// recovery) and clippy with the feature.
 fn flash_store_steps(t: &mut Tally, root: &std::path::Path) {
     t.step("batch-embassy with the flash-store feature: tests (power cuts, fuzzing) and clippy", |t| {
-        test_and_lint(t, root, "batch-embassy", "flash-store")
+        test_and_lint(t, root, "batch-embassy", "flash-store,uplink")
     });
 }
 
@@ -279,7 +279,13 @@ fn mcu_steps(t: &mut Tally, root: &std::path::Path) {
     }
     t.step("batch-embassy for MCU targets", |_| {
         for target in MCU_TARGETS {
-            for features in [None, Some("defmt"), Some("flash-store"), Some("flash-store,defmt")] {
+            for features in [
+                None,
+                Some("defmt"),
+                Some("flash-store"),
+                Some("flash-store,defmt"),
+                Some("flash-store,uplink"),
+            ] {
                 let mut cmd = cargo(root);
                 cmd.args(["build", "-p", "batch-embassy", "--locked", "--target", target]);
                 if let Some(f) = features {

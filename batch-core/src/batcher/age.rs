@@ -66,8 +66,8 @@ impl<T, Q: Queue<T>, S: Slots> BatchCore<T, Q, S> {
         self.config.get_max_age().is_some_and(|max| self.queue.len() > 0 && now - self.marks.anchor() > max)
     }
 
-    /// Whether a batch born at `born` would be too old to send at `at`.
-    pub(super) fn too_old_at(&self, born: Instant, at: Instant) -> bool {
-        self.config.get_max_age().is_some_and(|max| at - born > max)
+    /// Whether the batch of `slot` would be too old to send at `at`.
+    pub(super) fn too_old_at(&self, slot: &crate::storage::InFlight, at: Instant) -> bool {
+        self.config.get_max_age().is_some_and(|max| at - slot.born > max)
     }
 }

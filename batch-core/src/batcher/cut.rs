@@ -91,6 +91,7 @@ impl<T, Q: Queue<T>, S: Slots> BatchCore<T, Q, S> {
             len: len as u32,
             attempt: 1,
             phase: Phase::Running,
+            #[cfg(feature = "uplink")]
             born: self.marks.anchor(),
             #[cfg(feature = "store")]
             stored: false,

@@ -65,7 +65,7 @@ impl<T, Q: Queue<T>, S: Slots> BatchCore<T, Q, S> {
             None => now,
         };
         let at = from + self.retry_delay(slot.attempt);
-        if self.too_old_at(slot.born, at) {
+        if self.too_old_at(&slot, at) {
             self.finish_slot(index);
             add(&mut self.counters.expired, Count::from(rest));
             self.counters.in_flight -= Count::from(rest);

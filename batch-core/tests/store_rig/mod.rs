@@ -168,10 +168,13 @@ impl Rig {
                 self.perform(op, io);
                 progressed = true;
             }
-            let mut stale = Vec::with_capacity(self.cap);
-            if self.core.poll_expired(self.now, &mut stale) > 0 {
-                self.expired.extend(stale);
-                progressed = true;
+            #[cfg(feature = "uplink")]
+            {
+                let mut stale = Vec::with_capacity(self.cap);
+                if self.core.poll_expired(self.now, &mut stale) > 0 {
+                    self.expired.extend(stale);
+                    progressed = true;
+                }
             }
             let mut batch = Vec::with_capacity(self.cap);
             if let Some(flush) = self.core.poll_flush(self.now, &mut batch) {

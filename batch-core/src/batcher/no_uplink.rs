@@ -1,0 +1,27 @@
+//! Without the `uplink` feature: expiry and pacing hooks as constants that compile away.
+
+use super::BatchCore;
+use crate::storage::{InFlight, Queue, Slots};
+use crate::time::Instant;
+
+#[allow(clippy::unused_self, reason = "the same signatures as with the feature")]
+impl<T, Q: Queue<T>, S: Slots> BatchCore<T, Q, S> {
+    #[inline]
+    pub(super) fn pace_ready_at(&self) -> Option<Instant> {
+        None
+    }
+    #[inline]
+    pub(super) fn pace_allows(&self, _now: Instant) -> bool {
+        true
+    }
+    #[inline]
+    pub(super) fn pace_take(&mut self, _now: Instant) {}
+    #[inline]
+    pub(super) fn front_expired(&self, _now: Instant) -> bool {
+        false
+    }
+    #[inline]
+    pub(super) fn too_old_at(&self, _slot: &InFlight, _at: Instant) -> bool {
+        false
+    }
+}
