@@ -26,7 +26,17 @@ OPTIONS:
     --mqtt               publish each batch with QoS 1 to a private Mosquitto broker (started
                          on a free 127.0.0.1 port; needs `mosquitto` installed); a batch is
                          delivered when its PUBACK arrives, and a subscriber checks what arrived
-    --db PATH            SQLite file, recreated each run                     [default: gateway.db]
+    --db PATH            SQLite file, recreated each run (kept with --store) [default: gateway.db,
+                         DIR/gateway.db with --store]
+    --store DIR          store and forward (SQLite mode): the batcher keeps its batches in
+                         DIR/batches.db, written ahead before each delivery attempt, and the
+                         sensors add with add_durable; a restart delivers what the store holds
+                         first (at least once, dedup key (sensor, seq)). Readings are numbered
+                         from run x 10^9 (DIR/run counts the starts). When stdout is not a
+                         terminal, each reading confirmed durable is printed as a line
+                         `durable SENSOR SEQ` (for cargo xtask crash). --mqtt always spills to a
+                         store in its temporary directory
+    --capacity N         readings the batcher holds in RAM        [default: 20000]
     --fail-rate P        share of delivery attempts that fail on purpose: HTTP 503s, or
                          SQLite transactions rolled back half-way  [default: 0.1 with --http, else 0]
     --outage-ms MS       half-way through the run, for MS ms (0 = no outage):
@@ -43,6 +53,10 @@ OPTIONS:
     --metrics-hold       after the summary, print the final metrics() and keep serving
                          /metrics until standard input closes (for scripts that scrape the
                          final figures; Ctrl-D or Ctrl-C ends it)
+    --bench-store        measure throughput with and without the store (same workload each
+                         way, medians of interleaved runs) and exit
+    --dump-db PATH       print each row of a gateway SQLite file as
+                         `row ID SENSOR SEQ TEMPERATURE TIMESTAMP_MS BATCH` and exit
     -h, --help           print this help
 
 Ctrl-C stops the sensors early and drains what was accepted; a second Ctrl-C abandons the drain.
@@ -92,6 +106,10 @@ pub(crate) struct Options {
     pub(crate) metrics_addr: Option<SocketAddr>,
     /// Keep serving `/metrics` after the summary until stdin closes.
     pub(crate) metrics_hold: bool,
+    /// `--store DIR`: store and forward with durable adds (SQLite mode).
+    pub(crate) store: Option<PathBuf>,
+    /// `--capacity N`: overrides the mode's RAM capacity.
+    pub(crate) capacity: Option<usize>,
 }
 
 impl Options {
@@ -117,6 +135,10 @@ pub(crate) enum Parsed {
     Run(Options),
     /// `--help` was given.
     Help,
+    /// `--bench-store`: the store's throughput measurement.
+    BenchStore,
+    /// `--dump-db PATH`: print a sink database's rows.
+    DumpDb(PathBuf),
 }
 
 /// Parses the arguments (without the program name).
@@ -133,6 +155,9 @@ pub(crate) fn parse(args: impl IntoIterator<Item = String>) -> Result<Parsed, St
     let mut seed = 42u64;
     let mut metrics_addr = Some(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)));
     let mut metrics_hold = false;
+    let mut store = None;
+    let mut capacity = None;
+    let mut db_given = false;
 
     let mut args = args.into_iter();
     while let Some(arg) = args.next() {
@@ -151,7 +176,14 @@ pub(crate) fn parse(args: impl IntoIterator<Item = String>) -> Result<Parsed, St
             "--sensors" => sensors = number(&flag, &value(&flag)?)?,
             "--rate" => rate = number(&flag, &value(&flag)?)?,
             "--seconds" => seconds = number(&flag, &value(&flag)?)?,
-            "--db" => db = PathBuf::from(value(&flag)?),
+            "--db" => {
+                db = PathBuf::from(value(&flag)?);
+                db_given = true;
+            }
+            "--store" => store = Some(PathBuf::from(value(&flag)?)),
+            "--capacity" => capacity = Some(number(&flag, &value(&flag)?)?),
+            "--bench-store" => return Ok(Parsed::BenchStore),
+            "--dump-db" => return Ok(Parsed::DumpDb(PathBuf::from(value(&flag)?))),
             "--fail-rate" => fail_rate = Some(number(&flag, &value(&flag)?)?),
             "--outage-ms" => outage_ms = Some(number(&flag, &value(&flag)?)?),
             "--dead-letters" => dead_letters = Some(PathBuf::from(value(&flag)?)),
@@ -182,6 +214,17 @@ pub(crate) fn parse(args: impl IntoIterator<Item = String>) -> Result<Parsed, St
         return Err("--fail-rate does not apply to --mqtt: its failures are the broker's outage".to_owned());
     }
     let outage_ms = outage_ms.unwrap_or(if mode == Mode::Mqtt { 3000 } else { 300 });
+    if store.is_some() && mode != Mode::Sqlite {
+        return Err("--store is for the SQLite mode (--mqtt always spills to a store of its own)".to_owned());
+    }
+    if let Some(dir) = &store
+        && !db_given
+    {
+        db = dir.join("gateway.db");
+    }
+    if capacity == Some(0) {
+        return Err("--capacity must be at least 1".to_owned());
+    }
     if metrics_hold && metrics_addr.is_none() {
         return Err("--metrics-hold needs /metrics: drop --metrics-addr off".to_owned());
     }
@@ -197,6 +240,8 @@ pub(crate) fn parse(args: impl IntoIterator<Item = String>) -> Result<Parsed, St
         seed,
         metrics_addr,
         metrics_hold,
+        store,
+        capacity,
     }))
 }
 
@@ -217,11 +262,12 @@ fn number<N: std::str::FromStr>(flag: &str, text: &str) -> Result<N, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::Path;
 
     fn run(args: &[&str]) -> Options {
         match parse(args.iter().map(|s| (*s).to_owned())).unwrap() {
             Parsed::Run(o) => o,
-            Parsed::Help => panic!("unexpected help"),
+            other => panic!("unexpected {other:?}"),
         }
     }
 
@@ -265,6 +311,22 @@ mod tests {
         assert_eq!(run(&["--metrics-addr=off"]).metrics_addr, None);
         assert!(parse(["--metrics-addr".to_owned(), "localhost".to_owned()]).is_err());
         assert!(parse(["--metrics-addr=off".to_owned(), "--metrics-hold".to_owned()]).is_err());
+    }
+
+    #[test]
+    fn store_mode_keeps_its_sink_in_the_store_directory() {
+        let o = run(&["--store", "/tmp/gw"]);
+        assert_eq!(o.store, Some(PathBuf::from("/tmp/gw")));
+        assert_eq!(o.db, PathBuf::from("/tmp/gw/gateway.db"));
+        assert_eq!(run(&["--store", "/tmp/gw", "--db", "x.db"]).db, PathBuf::from("x.db"));
+        assert!(parse(["--http".to_owned(), "--store=/tmp/gw".to_owned()]).is_err());
+        assert!(parse(["--mqtt".to_owned(), "--store=/tmp/gw".to_owned()]).is_err());
+        assert_eq!(run(&["--capacity", "1000"]).capacity, Some(1000));
+        assert!(parse(["--capacity=0".to_owned()]).is_err());
+        assert!(matches!(parse(["--bench-store".to_owned()]), Ok(Parsed::BenchStore)));
+        assert!(
+            matches!(parse(["--dump-db".to_owned(), "a.db".to_owned()]), Ok(Parsed::DumpDb(p)) if p == Path::new("a.db"))
+        );
     }
 
     #[test]

@@ -1,6 +1,10 @@
 //! The demo checks its own accounting: every reading a sensor produced must have exactly one
 //! fate (delivered, dead-lettered, refused or handed back), the batcher's counters must add up,
 //! and the sink must hold exactly the delivered readings, once each.
+//!
+//! With `--store`, the sink also receives readings of earlier runs (numbered below this run's
+//! `seq_base`) that the store kept across a restart: they count as delivered by this run, and
+//! are reported apart; `cargo xtask crash` checks them against what earlier runs promised.
 
 use batch_tokio::Metrics;
 
@@ -59,6 +63,12 @@ pub(crate) fn run(e: &Evidence<'_>) -> Vec<Check> {
     let m = e.metrics;
     let produced: u64 = e.sensors.iter().map(|s| s.produced).sum();
     let refused: u64 = e.sensors.iter().map(|s| s.refused.len() as u64).sum();
+    let earlier = earlier_runs(e);
+    let from_store = if earlier == 0 {
+        String::new()
+    } else {
+        format!(" (+ {} of earlier runs, from the store)", thousands(earlier))
+    };
     let mut checks = vec![
         check(
             m.is_consistent(),
@@ -68,9 +78,9 @@ pub(crate) fn run(e: &Evidence<'_>) -> Vec<Check> {
             ),
         ),
         check(
-            produced == m.delivered + m.dead_lettered + m.rejected + m.returned + m.evicted,
+            produced + earlier == m.delivered + m.dead_lettered + m.rejected + m.returned + m.evicted,
             format!(
-                "produced {} = delivered {} + dead-lettered {} + rejected {} + returned {} + evicted {}",
+                "produced {}{from_store} = delivered {} + dead-lettered {} + rejected {} + returned {} + evicted {}",
                 thousands(produced),
                 thousands(m.delivered),
                 thousands(m.dead_lettered),
@@ -124,14 +134,25 @@ pub(crate) fn run(e: &Evidence<'_>) -> Vec<Check> {
     checks
 }
 
+/// Sink keys numbered below their sensor's `seq_base`: readings of earlier runs (`--store`).
+pub(crate) fn earlier_runs(e: &Evidence<'_>) -> u64 {
+    let base = |sensor: u32| e.sensors.iter().find(|s| s.sensor == sensor).map_or(0, |s| s.seq_base);
+    e.sink.keys.iter().filter(|&&(sensor, seq)| seq < base(sensor)).count() as u64
+}
+
 /// Every produced `(sensor, seq)` is in exactly one place: the sink, the dead letters, the
 /// refusals or the shutdown's remainder; and nothing is anywhere that was not produced.
 fn fates(e: &Evidence<'_>) -> Check {
     let mut seen: Vec<Vec<u8>> =
         e.sensors.iter().map(|s| vec![0u8; usize::try_from(s.produced).unwrap_or(usize::MAX)]).collect();
+    let bases: Vec<u64> = e.sensors.iter().map(|s| s.seq_base).collect();
     let mut unknown = 0u64;
     let mut mark = |sensor: u32, seq: u64| {
-        let slot = seen.get_mut(sensor as usize).and_then(|v| v.get_mut(usize::try_from(seq).ok()?));
+        let base = bases.get(sensor as usize).copied().unwrap_or(0);
+        if seq < base {
+            return; // an earlier run's reading, delivered from the store
+        }
+        let slot = seen.get_mut(sensor as usize).and_then(|v| v.get_mut(usize::try_from(seq - base).ok()?));
         match slot {
             Some(n) => *n = n.saturating_add(1),
             None => unknown += 1,

@@ -8,7 +8,12 @@
 //!   ([`sink_http`], [`collector`]);
 //! - `--mqtt`: by QoS 1 publish to a Mosquitto broker the demo starts and, half-way, stops for a
 //!   few seconds; a subscriber checks what arrived ([`mqtt`], [`sink_mqtt`], [`broker`],
-//!   [`subscriber`]).
+//!   [`subscriber`]); the backlog beyond RAM spills to a disk store during the outage.
+//!
+//! With `--store DIR` (SQLite mode) the batcher keeps its batches on disk, written ahead, and
+//! the sensors add with `add_durable`: a crash loses no reading that was confirmed durable
+//! ([`store_mode`]; `cargo xtask crash` kills it over and over to check). `--bench-store`
+//! measures what the store costs ([`bench_store`]).
 //!
 //! At the end it prints a summary (counts, throughput, latency percentiles, batches by trigger),
 //! compares against unbatched delivery, and verifies its own accounting ([`check`]); the exit
@@ -24,12 +29,14 @@
 //! cargo run --release -p gateway --bin gateway
 //! cargo run --release -p gateway --bin gateway -- --http
 //! cargo run --release -p gateway --bin gateway -- --mqtt
+//! cargo run --release -p gateway --bin gateway -- --store /tmp/gateway-store
 //! cargo run --release -p gateway --bin gateway -- --metrics-addr 127.0.0.1:9898 --metrics-hold
 //! cargo run --release -p gateway --bin gateway -- --help
 //! ```
 
 mod args;
 mod arrivals;
+mod bench_store;
 mod broker;
 mod check;
 mod collector;
@@ -45,6 +52,7 @@ mod sink_http;
 mod sink_mqtt;
 mod sink_sqlite;
 mod stats;
+mod store_mode;
 mod subscriber;
 mod wire;
 
@@ -54,7 +62,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use batch_tokio::handler::{BoxError, Handler};
-use batch_tokio::{Batcher, Builder, Metrics};
+use batch_tokio::{Batcher, Builder, DiskStore, Metrics, StorePolicy};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -65,7 +73,7 @@ use crate::metrics_endpoint::MetricsEndpoint;
 use crate::progress::Progress;
 use crate::report::{Baseline, Summary, dur, thousands};
 use crate::rng::Faults;
-use crate::sensors::{Reading, SensorReport};
+use crate::sensors::{Plan, Reading, SensorReport};
 use crate::stats::DeliveryStats;
 
 /// The unbatched comparison writes at most this many items...
@@ -123,8 +131,8 @@ const HTTP: Settings = Settings {
 /// MQTT: one publish at a time, because with QoS 1 a sensor's readings stay in order only if
 /// batch n+1 waits for batch n's PUBACK (retries included). Attempts run only while connected
 /// (the batcher is paused while the broker is down), so many are allowed; the handler waits
-/// 2 s for a PUBACK and the attempt timeout is a backstop. The capacity is sized for the
-/// outage ([`mqtt::capacity_for`]).
+/// 2 s for a PUBACK and the attempt timeout is a backstop. RAM holds 20,000 readings; what
+/// the outage adds beyond that spills to the disk store ([`mqtt::POLICY`]).
 const MQTT: Settings = Settings {
     capacity: mqtt::MIN_CAPACITY,
     max_batch: 500,
@@ -172,14 +180,25 @@ impl Settings {
         )
     }
 
-    /// Builds the batcher and spawns its worker.
+    /// These settings with `--capacity` applied (`max_batch` no larger than the capacity).
+    fn with_capacity(self, capacity: Option<usize>) -> Self {
+        let capacity = capacity.unwrap_or(self.capacity);
+        Self { capacity, max_batch: self.max_batch.min(capacity), ..self }
+    }
+
+    /// Builds the batcher, with its store if any, and spawns its worker.
     fn spawn<H: Handler<Reading>>(
         &self,
         opts: &Options,
         dead: &Arc<DeadLetters>,
+        store: Option<(DiskStore<Reading>, StorePolicy)>,
         sink: H,
     ) -> Result<Batcher<Reading>, BoxError> {
-        Ok(self.builder(opts.seed, dead).spawn(sink)?)
+        let mut builder = self.builder(opts.seed, dead);
+        if let Some((store, policy)) = store {
+            builder = builder.disk_store(store, policy);
+        }
+        Ok(builder.spawn(sink)?)
     }
 }
 
@@ -190,6 +209,25 @@ async fn main() -> ExitCode {
         Ok(Parsed::Help) => {
             print!("{}", args::HELP);
             return ExitCode::SUCCESS;
+        }
+        Ok(Parsed::DumpDb(path)) => {
+            return match sink_sqlite::dump(&path, &mut std::io::stdout().lock()) {
+                Ok(_) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("gateway: --dump-db {}: {e}", path.display());
+                    ExitCode::FAILURE
+                }
+            };
+        }
+        Ok(Parsed::BenchStore) => {
+            init_tracing();
+            return match bench_store::run().await {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("gateway: --bench-store: {e}");
+                    ExitCode::FAILURE
+                }
+            };
         }
         Err(e) => {
             eprintln!("gateway: {e}");
@@ -290,8 +328,8 @@ async fn join_sensors(
 
 /// The sink a run delivers to, and what it needs at the end.
 enum Sink {
-    /// The SQLite file and the fault injector.
-    Sqlite(Arc<Faults>),
+    /// The fault injector, and the last row from earlier runs (`--store`; 0 otherwise).
+    Sqlite(Arc<Faults>, i64),
     /// The collector and the time its outage starts, if any.
     Http(Collector, Option<Duration>),
     /// The broker, subscriber and uplink, and the batcher's capacity.
@@ -305,15 +343,38 @@ async fn run(opts: Options) -> Result<bool, BoxError> {
     let dead = Arc::new(DeadLetters::new(opts.dead_letters.as_deref())?);
     let start = Instant::now();
 
+    let mut plan = Plan::default();
     let (batcher, sink, sink_text, settings) = match opts.mode {
         Mode::Sqlite => {
-            let conn = sink_sqlite::create(&opts.db)?;
+            let settings = SQLITE.with_capacity(opts.capacity);
             let faults = Arc::new(Faults::new(opts.fail_rate, opts.seed));
+            let (conn, rows_before, store, text) = if let Some(dir) = &opts.store {
+                let run = store_mode::claim_run(dir)?;
+                let store = store_mode::open(dir).await?;
+                let (conn, last) = sink_sqlite::open_kept(&opts.db)?;
+                plan = Plan {
+                    seq_base: run * store_mode::RUN_STRIDE,
+                    durable: true,
+                    print_durable: !std::io::IsTerminal::is_terminal(&std::io::stdout()),
+                };
+                let text = format!(
+                    "SQLite {} (kept across runs), one transaction per batch (WAL, synchronous=FULL);\n\
+                     store {}, write-ahead, run {run} of this directory (readings numbered from {})",
+                    opts.db.display(),
+                    store.path().display(),
+                    thousands(plan.seq_base)
+                );
+                (conn, last, Some((store, store_mode::POLICY)), text)
+            } else {
+                let text = format!(
+                    "SQLite {}, one transaction per batch (WAL, synchronous=FULL)",
+                    opts.db.display()
+                );
+                (sink_sqlite::create(&opts.db)?, 0, None, text)
+            };
             let handler = sink_sqlite::SqliteSink::new(conn, Arc::clone(&stats), Arc::clone(&faults));
-            let batcher = SQLITE.spawn(&opts, &dead, handler)?;
-            let text =
-                format!("SQLite {}, one transaction per batch (WAL, synchronous=FULL)", opts.db.display());
-            (batcher, Sink::Sqlite(faults), text, SQLITE.describe())
+            let batcher = settings.spawn(&opts, &dead, store, handler)?;
+            (batcher, Sink::Sqlite(faults, rows_before), text, settings.describe())
         }
         Mode::Http => {
             // The outage starts half-way through the sensors' run.
@@ -321,14 +382,17 @@ async fn run(opts: Options) -> Result<bool, BoxError> {
             let window = outage_at.map(|at| start + at..start + at + opts.outage);
             let collector = Collector::start(opts.fail_rate, opts.seed, window).await?;
             let handler = sink_http::HttpSink::new(&collector.url(), Arc::clone(&stats))?;
-            let batcher = HTTP.spawn(&opts, &dead, handler)?;
+            let settings = HTTP.with_capacity(opts.capacity);
+            let batcher = settings.spawn(&opts, &dead, None, handler)?;
             let text = format!("HTTP POST {} (local axum collector)", collector.url());
-            (batcher, Sink::Http(collector, outage_at), text, HTTP.describe())
+            (batcher, Sink::Http(collector, outage_at), text, settings.describe())
         }
         Mode::Mqtt => {
-            let settings = Settings { capacity: mqtt::capacity_for(&opts, MQTT.max_batch), ..MQTT };
+            let settings = MQTT.with_capacity(opts.capacity);
             let (setup, handler) = mqtt::Setup::start(Arc::clone(&stats)).await?;
-            let batcher = settings.spawn(&opts, &dead, handler)?;
+            // The backlog beyond RAM spills to a store in the broker's temporary directory.
+            let store = setup.open_store().await?;
+            let batcher = settings.spawn(&opts, &dead, Some((store, mqtt::POLICY)), handler)?;
             let run = setup.connect(&batcher, &opts, start).await?;
             let text = run.sink_text();
             (batcher, Sink::Mqtt(Box::new(run), settings.capacity), text, settings.describe())
@@ -363,7 +427,7 @@ async fn run(opts: Options) -> Result<bool, BoxError> {
     let (stop, abort) = watch_ctrl_c();
     let produced = Arc::new(AtomicU64::new(0));
     let progress = Progress::start(batcher.clone(), Arc::clone(&produced), start);
-    let handles = sensors::spawn(&opts, &batcher, &produced, &stop);
+    let handles = sensors::spawn(&opts, plan, &batcher, &produced, &stop);
     let reports = join_sensors(handles, stop.clone(), &batcher).await?;
     let interrupted = *stop.borrow();
 
@@ -392,11 +456,12 @@ async fn run(opts: Options) -> Result<bool, BoxError> {
 
     // Compare with unbatched delivery of the same kind of items.
     let cap = BASELINE_CAP.min(metrics.delivered);
-    let skip_baseline = cap == 0 || aborted.load(Ordering::Relaxed);
+    // With --store the run is about durability (and cargo xtask crash restarts it many times).
+    let skip_baseline = cap == 0 || aborted.load(Ordering::Relaxed) || opts.store.is_some();
     let mut extra = Vec::new();
     let mut more_checks = Vec::new();
     let (baseline, contents) = match sink {
-        Sink::Sqlite(faults) => {
+        Sink::Sqlite(faults, rows_before) => {
             if faults.injected() > 0 {
                 extra.push((
                     "injected failures".to_owned(),
@@ -408,7 +473,11 @@ async fn run(opts: Options) -> Result<bool, BoxError> {
                 ));
             }
             let db = opts.db.clone();
-            let contents = tokio::task::spawn_blocking(move || sink_sqlite::inspect(&db)).await??;
+            let contents =
+                tokio::task::spawn_blocking(move || sink_sqlite::inspect(&db, rows_before)).await??;
+            if opts.store.is_some() {
+                extra.push(("store".to_owned(), store_text(&metrics, &reports, &contents, plan)));
+            }
             let baseline = if skip_baseline {
                 None
             } else {
@@ -468,7 +537,7 @@ async fn run(opts: Options) -> Result<bool, BoxError> {
                     metrics: &metrics,
                     sensors: &reports,
                     capacity,
-                    max_batch: MQTT.max_batch,
+                    max_batch: MQTT.with_capacity(opts.capacity).max_batch,
                     baseline_cap: (!skip_baseline).then_some(cap),
                 })
                 .await?;
@@ -521,6 +590,28 @@ async fn run(opts: Options) -> Result<bool, BoxError> {
         endpoint.stop().await;
     }
     Ok(ok)
+}
+
+/// `--store`: what went through the store, for the summary.
+fn store_text(m: &Metrics, sensors: &[SensorReport], sink: &check::SinkContents, plan: Plan) -> String {
+    let confirmed: u64 = sensors.iter().map(|s| s.confirmed).sum();
+    let earlier = sink
+        .keys
+        .iter()
+        .filter(|&&(sensor, seq)| seq < plan.seq_base && sensors.iter().any(|s| s.sensor == sensor))
+        .count();
+    format!(
+        "{} readings confirmed durable by add_durable{};\n\
+         {} readings of earlier runs delivered first; {} batches loaded from the store;\n\
+         {} readings left in the store, {} lost by it, {} store operations failed",
+        thousands(confirmed),
+        if plan.print_durable { " (printed as `durable` lines)" } else { "" },
+        thousands(earlier as u64),
+        thousands(m.flushes.store),
+        thousands(m.stored),
+        thousands(m.store_lost),
+        thousands(m.store_failures),
+    )
 }
 
 /// `--metrics-hold`: prints the final counters and keeps `/metrics` up (the batcher stays

@@ -4,55 +4,42 @@
 //! plays the cloud side ([`subscriber`](crate::subscriber)), and the gateway's publisher
 //! ([`sink_mqtt`](crate::sink_mqtt)): one QoS 1 publish per batch, delivered when its PUBACK
 //! arrives. Half-way through the run it stops the broker for `--outage-ms`; the batcher is
-//! paused while the uplink is down, holds the backlog in RAM (its capacity is sized for the
-//! outage at the offered rate), and drains it in order after the reconnect. At the end the
-//! subscriber's ledger must hold every delivered reading once after dedup, in order per sensor.
+//! paused while the uplink is down, holds what fits in RAM (`--capacity`, 20,000 readings by
+//! default), spills the rest to a disk store (batch-tokio's `DiskStore`, in the broker's
+//! temporary directory, removed at exit) in whole batches, and after the reconnect drains the
+//! stored batches first, then RAM, in order. At the end the subscriber's ledger must hold every
+//! delivered reading once after dedup, in order per sensor.
 //!
-//! # Spilling to a store, later
-//!
-//! batch-tokio's builder cannot take a store yet. When it can, spilling is switched on in
-//! `main.rs`'s `Mode::Mqtt` branch: give the builder a `DiskStore<Reading>` opened in the
-//! broker's temporary directory with spill on overflow, and size the capacity with
-//! [`MIN_CAPACITY`] instead of [`capacity_for`] so that the outage overflows RAM. `Reading`
-//! then needs `Deserialize` (with `accepted` defaulting to `Instant::now()` for readings read
-//! back from the store), and [`held_back_text`] a line for the readings the store held. The
-//! pause/resume in [`sink_mqtt`](crate::sink_mqtt) and the subscriber's checks stay as they are:
-//! stored batches keep their sequence numbers and drain first, in order.
+//! The store here is spill only (no write-ahead, plain `add`): it holds the backlog of an
+//! outage longer than RAM, and a batch is written once, when RAM is full. For durability across
+//! a crash, see `--store` ([`store_mode`](crate::store_mode)).
 
 use std::io::{IsTerminal as _, Write as _};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use batch_tokio::handler::BoxError;
-use batch_tokio::{Batcher, Metrics};
+use batch_tokio::{Batcher, DiskStore, Metrics, StorePolicy};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::args::Options;
 use crate::broker::{Broker, OutageReport, schedule_outage};
 use crate::check::{Check, SinkContents};
-use crate::report::{Baseline, as_f64, dur, round_u64, thousands};
+use crate::report::{Baseline, dur, round_u64, thousands};
 use crate::sensors::{Reading, SensorReport};
 use crate::sink_mqtt::{MqttSink, OutageLog, PUBACK_TIMEOUT, Uplink, UplinkReport};
 use crate::stats::DeliveryStats;
 use crate::subscriber::{Subscriber, SubscriberReport};
 
-/// The batcher's capacity when no outage needs more.
+/// The batcher's capacity in RAM; the outage's backlog beyond it spills to the store.
 pub(crate) const MIN_CAPACITY: usize = 20_000;
-/// The most readings the batcher holds in RAM (48 bytes each); beyond it, backpressure slows
-/// the sensors.
-const MAX_CAPACITY: usize = 2_000_000;
+/// Spill on overflow only: batches go to disk when RAM is full and the uplink is down.
+pub(crate) const POLICY: StorePolicy = StorePolicy::new().spill(true);
 /// Room beyond the outage itself: reconnecting, and the batches in flight when it starts.
 const RECONNECT_MARGIN: Duration = Duration::from_secs(1);
 /// How long the subscriber gets, after the drain, to receive what was delivered.
 const SETTLE_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// The capacity that holds everything the sensors offer during the outage, plus a margin;
-/// with unthrottled sensors (`--rate 0`) or no outage, [`MIN_CAPACITY`] and backpressure.
-pub(crate) fn capacity_for(opts: &Options, max_batch: usize) -> usize {
-    outage_need(opts, max_batch)
-        .map_or(MIN_CAPACITY, |need| need.next_multiple_of(1000).clamp(MIN_CAPACITY, MAX_CAPACITY))
-}
 
 /// Readings the sensors offer during the outage and the reconnect margin, plus two batches;
 /// `None` when unthrottled or without an outage.
@@ -91,6 +78,14 @@ impl Setup {
         let subscriber = Subscriber::start(broker.port()).await?;
         let (sink, uplink) = Uplink::new(broker.port(), stats);
         Ok((Self { broker, subscriber, uplink }, sink))
+    }
+
+    /// Opens the spill store in the broker's temporary directory (removed with it at exit).
+    pub(crate) async fn open_store(&self) -> Result<DiskStore<Reading>, BoxError> {
+        let path = self.broker.dir().join("batches.db");
+        DiskStore::open(&path, crate::store_mode::READING_TAG)
+            .await
+            .map_err(|e| format!("opening the store {}: {e}", path.display()).into())
     }
 
     /// Connects the uplink (the batcher stays paused until it is) and schedules the outage.
@@ -199,7 +194,7 @@ impl MqttRun {
 
         let seen = Seen { missing: sub.arrivals.missing(&up.delivered_keys), up, sub, outage, settle };
         let extra = rows(&seen, o, broker_text, self.outage_at);
-        let checks = checks(&seen, o.metrics);
+        let checks = checks(&seen, o.metrics, o.capacity);
         let a = &seen.sub.arrivals;
         let contents = SinkContents {
             what: "unique readings at the subscriber (after dedup)",
@@ -300,7 +295,7 @@ fn rows(
 }
 
 /// The MQTT checks.
-fn checks(seen: &Seen, m: &Metrics) -> Vec<Check> {
+fn checks(seen: &Seen, m: &Metrics, capacity: usize) -> Vec<Check> {
     let Seen { up, sub, outage, missing, .. } = seen;
     let missing = *missing;
     let a = &sub.arrivals;
@@ -334,6 +329,14 @@ fn checks(seen: &Seen, m: &Metrics) -> Vec<Check> {
             ),
         },
         Check {
+            ok: m.stored == 0 && m.store_lost == 0,
+            text: format!(
+                "the store is empty at the end and lost nothing ({} left, {} lost)",
+                thousands(m.stored),
+                thousands(m.store_lost)
+            ),
+        },
+        Check {
             ok: m.dead_lettered == 0,
             text: format!(
                 "the outage cost no reading: none dead-lettered ({} found)",
@@ -353,6 +356,19 @@ fn checks(seen: &Seen, m: &Metrics) -> Vec<Check> {
                 ),
             });
         }
+    }
+    if log.accepted_while_paused > capacity as u64 {
+        checks.push(Check {
+            ok: log.stored_at_resume > 0 && m.flushes.store > 0,
+            text: format!(
+                "the backlog beyond RAM ({} accepted while down, capacity {}) went through the store: \
+                 {} on disk at the reconnect, {} batches loaded back",
+                thousands(log.accepted_while_paused),
+                thousands(capacity as u64),
+                thousands(log.stored_at_resume),
+                thousands(m.flushes.store)
+            ),
+        });
     }
     checks
 }
@@ -384,11 +400,11 @@ fn held_back_text(o: &Outcome<'_>, log: &OutageLog, waited: u64) -> String {
     let capacity = thousands(o.capacity as u64);
     let sizing = match outage_need(o.opts, o.max_batch) {
         None if o.opts.rate == 0 => {
-            format!("capacity {capacity} (unthrottled sensors: backpressure paces them)")
+            format!("RAM capacity {capacity} (unthrottled sensors: spill and backpressure pace them)")
         }
-        None => format!("capacity {capacity} (no outage to size for)"),
+        None => format!("RAM capacity {capacity} (no outage)"),
         Some(need) => format!(
-            "capacity {capacity} (the outage needs {}: {} + {} reconnect margin at {} readings/s,\n\
+            "RAM capacity {capacity}; the outage offers {} ({} + {} reconnect margin at {} readings/s,\n\
              plus two batches)",
             thousands(need as u64),
             dur(o.opts.outage),
@@ -402,17 +418,19 @@ fn held_back_text(o: &Outcome<'_>, log: &OutageLog, waited: u64) -> String {
     let waits = if waited == 0 {
         "no sensor ever waited for room".to_owned()
     } else {
-        format!("sensors waited for room {} times (backpressure)", thousands(waited))
+        format!("sensors waited for room {} times", thousands(waited))
     };
-    let share = if log.backlog_at_resume > 0 {
-        format!(" ({:.0}% of capacity)", as_f64(log.backlog_at_resume) * 100.0 / as_f64(o.capacity as u64))
-    } else {
-        String::new()
-    };
+    let m = o.metrics;
     format!(
-        "{} readings accepted while the uplink was down, held in RAM;\nbacklog at reconnect {}{share}{drained};\n{sizing}; {waits}",
+        "{} readings accepted while the uplink was down: {} of them on disk at the reconnect\n\
+         (spilled in whole batches), the rest in RAM; backlog at reconnect {}{drained};\n\
+         {} batches loaded back from the store, stored first; {} left in it, {} lost by it;\n{sizing}; {waits}",
         thousands(log.accepted_while_paused),
+        thousands(log.stored_at_resume),
         thousands(log.backlog_at_resume),
+        thousands(m.flushes.store),
+        thousands(m.stored),
+        thousands(m.store_lost),
     )
 }
 
@@ -423,23 +441,17 @@ mod tests {
     fn opts(args: &[&str]) -> Options {
         match crate::args::parse(args.iter().map(|s| (*s).to_owned())).unwrap() {
             crate::args::Parsed::Run(o) => o,
-            crate::args::Parsed::Help => unreachable!(),
+            other => unreachable!("{other:?}"),
         }
     }
 
     #[test]
-    fn capacity_holds_the_outage_at_the_offered_rate() {
+    fn the_default_outage_overflows_ram_so_it_spills() {
         // 8 sensors x 2 kHz = 16,000 readings/s for 3 s + 1 s, plus two batches of 500.
-        assert_eq!(capacity_for(&opts(&["--mqtt"]), 500), 65_000);
-        // Short outages keep the floor; unthrottled sensors and no outage rely on backpressure.
-        assert_eq!(
-            capacity_for(&opts(&["--mqtt", "--rate", "500", "--outage-ms", "400"]), 500),
-            MIN_CAPACITY
-        );
-        assert_eq!(capacity_for(&opts(&["--mqtt", "--rate", "0"]), 500), MIN_CAPACITY);
-        assert_eq!(capacity_for(&opts(&["--mqtt", "--outage-ms", "0"]), 500), MIN_CAPACITY);
-        // A huge offered rate is capped: backpressure takes the rest.
-        let huge = opts(&["--mqtt", "--sensors", "10000", "--rate", "100000"]);
-        assert_eq!(capacity_for(&huge, 500), MAX_CAPACITY);
+        assert_eq!(outage_need(&opts(&["--mqtt"]), 500), Some(65_000));
+        assert!(outage_need(&opts(&["--mqtt"]), 500).unwrap() > MIN_CAPACITY);
+        // Unthrottled sensors and no outage: nothing to size for.
+        assert_eq!(outage_need(&opts(&["--mqtt", "--rate", "0"]), 500), None);
+        assert_eq!(outage_need(&opts(&["--mqtt", "--outage-ms", "0"]), 500), None);
     }
 }

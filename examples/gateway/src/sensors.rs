@@ -1,12 +1,13 @@
 //! Simulated temperature sensors: one tokio task each, producing readings at a fixed rate and
-//! handing them to the batcher with `add(..).await` (which waits while the buffer is full).
+//! handing them to the batcher with `add(..).await` (which waits while the buffer is full), or,
+//! with `--store`, with `add_durable(..).await` (which also waits until the reading is on disk).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use batch_tokio::Batcher;
-use serde::Serialize;
+use batch_tokio::{Batcher, DurableError};
+use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::MissedTickBehavior;
@@ -23,12 +24,15 @@ const UNTHROTTLED_BURST: u64 = 256;
 /// One temperature reading, as a sensor reports it.
 ///
 /// `accepted` stays on the gateway (it is not serialized): it is when the reading was handed to
-/// the batcher, so the sink can measure each reading's latency up to delivery.
-#[derive(Debug, Clone, Serialize)]
+/// the batcher, so the sink can measure each reading's latency up to delivery. A reading read
+/// back from the store (spilled, or kept across a restart) gets it back from its wall-clock
+/// `timestamp_ms` (millisecond resolution), so its latency includes its time on disk.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(from = "Stored")]
 pub(crate) struct Reading {
     /// Which sensor produced it.
     pub(crate) sensor: u32,
-    /// Per-sensor sequence number, 0, 1, 2, ...
+    /// Per-sensor sequence number, 0, 1, 2, ... (with `--store`: from `run x 10^9`).
     pub(crate) seq: u64,
     /// Degrees Celsius.
     pub(crate) temperature: f64,
@@ -37,6 +41,30 @@ pub(crate) struct Reading {
     /// When the reading was handed to the batcher (monotonic clock).
     #[serde(skip)]
     pub(crate) accepted: Instant,
+}
+
+/// A [`Reading`] as the store holds it (its serialized fields).
+#[derive(Deserialize)]
+struct Stored {
+    sensor: u32,
+    seq: u64,
+    temperature: f64,
+    timestamp_ms: u64,
+}
+
+impl From<Stored> for Reading {
+    fn from(s: Stored) -> Self {
+        let now = Instant::now();
+        let age = Duration::from_millis(unix_ms().saturating_sub(s.timestamp_ms));
+        let accepted = now.checked_sub(age).unwrap_or(now);
+        Self {
+            sensor: s.sensor,
+            seq: s.seq,
+            temperature: s.temperature,
+            timestamp_ms: s.timestamp_ms,
+            accepted,
+        }
+    }
 }
 
 impl Reading {
@@ -58,18 +86,35 @@ impl Reading {
 pub(crate) struct SensorReport {
     /// The sensor's id.
     pub(crate) sensor: u32,
-    /// Readings it produced: sequence numbers `0..produced`.
+    /// Readings it produced: sequence numbers `seq_base..seq_base + produced`.
     pub(crate) produced: u64,
+    /// Its first sequence number (0, or `run x 10^9` with `--store`).
+    pub(crate) seq_base: u64,
     /// Sequence numbers the batcher refused (it was closed).
     pub(crate) refused: Vec<u64>,
     /// Readings that found the buffer full and waited for room (backpressure).
     pub(crate) waited: u64,
+    /// Readings `add_durable` confirmed durable (`--store`).
+    pub(crate) confirmed: u64,
+}
+
+/// How the sensors hand readings over.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Plan {
+    /// The first sequence number of every sensor.
+    pub(crate) seq_base: u64,
+    /// `add_durable` instead of `add`: each reading waits until it is on disk (or delivered).
+    /// The sensors then stop at the end of `--seconds` even if they fell behind their rate.
+    pub(crate) durable: bool,
+    /// With `durable`: print `durable SENSOR SEQ` on stdout for each confirmed reading.
+    pub(crate) print_durable: bool,
 }
 
 /// Starts `opts.sensors` sensor tasks. They stop after `opts.duration`, or early when `stop`
 /// turns true (Ctrl-C). `produced` counts readings across all sensors, for the progress line.
 pub(crate) fn spawn(
     opts: &Options,
+    plan: Plan,
     batcher: &Batcher<Reading>,
     produced: &Arc<AtomicU64>,
     stop: &watch::Receiver<bool>,
@@ -78,6 +123,7 @@ pub(crate) fn spawn(
         .map(|id| {
             let sensor = Sensor {
                 id,
+                plan,
                 rate: opts.rate,
                 duration: opts.duration,
                 total: opts.readings_per_sensor(),
@@ -94,6 +140,7 @@ pub(crate) fn spawn(
 /// One simulated sensor.
 struct Sensor {
     id: u32,
+    plan: Plan,
     rate: u32,
     duration: Duration,
     total: Option<u64>,
@@ -105,7 +152,14 @@ struct Sensor {
 
 impl Sensor {
     async fn run(mut self) -> SensorReport {
-        let mut report = SensorReport { sensor: self.id, produced: 0, refused: Vec::new(), waited: 0 };
+        let mut report = SensorReport {
+            sensor: self.id,
+            produced: 0,
+            seq_base: self.plan.seq_base,
+            refused: Vec::new(),
+            waited: 0,
+            confirmed: 0,
+        };
         let start = Instant::now();
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -115,6 +169,8 @@ impl Sensor {
             }
             let elapsed = start.elapsed();
             let due = match self.total {
+                // A durable sensor that fell behind does not catch up after the end.
+                Some(_) if self.plan.durable && elapsed >= self.duration => break,
                 Some(total) if elapsed >= self.duration => total,
                 Some(total) => {
                     #[allow(
@@ -129,6 +185,9 @@ impl Sensor {
             };
             while report.produced < due {
                 self.emit(&mut report).await;
+                if self.plan.durable && start.elapsed() >= self.duration {
+                    break;
+                }
             }
             match self.total {
                 Some(total) if report.produced >= total => break,
@@ -149,15 +208,30 @@ impl Sensor {
 
     /// Measures, stamps and hands one reading to the batcher.
     async fn emit(&mut self, report: &mut SensorReport) {
+        let seq = self.plan.seq_base + report.produced;
         let reading = Reading {
             sensor: self.id,
-            seq: report.produced,
+            seq,
             temperature: self.thermometer.read(),
             timestamp_ms: unix_ms(),
             accepted: Instant::now(),
         };
         report.produced += 1;
         self.produced.fetch_add(1, Ordering::Relaxed);
+        if self.plan.durable {
+            match self.batcher.add_durable(reading).await {
+                Ok(()) => {
+                    report.confirmed += 1;
+                    if self.plan.print_durable {
+                        println!("durable {} {seq}", self.id);
+                    }
+                }
+                Err(DurableError::Refused(refused)) => report.refused.push(refused.into_inner().seq),
+                // Accepted, then stopped by the drain deadline: in the shutdown's remainder.
+                Err(DurableError::Stopped) => {}
+            }
+            return;
+        }
         // Waits while the buffer is full (backpressure); fails only once the batcher is closed.
         // An add that is not done at its first poll found the buffer full: counted as a wait.
         let mut add = std::pin::pin!(self.batcher.add(reading));

@@ -69,8 +69,10 @@ pub(crate) struct OutageLog {
     pub(crate) paused_for: Duration,
     /// Readings accepted while paused (held back in RAM), over all outages.
     pub(crate) accepted_while_paused: u64,
-    /// Largest backlog (buffered + in flight) when a connection came back.
+    /// Largest backlog (buffered + in flight + stored) when a connection came back.
     pub(crate) backlog_at_resume: u64,
+    /// Most readings in the store when a connection came back (what the outage spilled).
+    pub(crate) stored_at_resume: u64,
     /// How long the largest backlog took to be delivered after the reconnect.
     pub(crate) backlog_drained_in: Option<Duration>,
 }
@@ -404,8 +406,8 @@ impl Watcher {
 
     /// The connection dropped: pause the batcher, then fail every attempt waiting on it.
     ///
-    /// While paused, the batcher holds the backlog in RAM (its capacity is sized for the
-    /// outage); with spill on overflow it would move what does not fit to its store by itself.
+    /// While paused, the batcher holds the backlog in RAM and spills what does not fit to its
+    /// store by itself.
     fn connection_lost(&mut self, error: &str) -> Down {
         let link = self.shared.link().take();
         let batcher = self.batcher.upgrade();
@@ -431,20 +433,22 @@ impl Watcher {
         batcher.resume();
         self.up.send_replace(true);
         let Some(down) = down else { return };
-        let backlog = m.buffered + m.in_flight;
+        let backlog = m.buffered + m.in_flight + m.stored;
         let paused = down.since.elapsed();
         {
             let mut log = self.shared.log();
             log.reconnects += 1;
             log.paused_for += paused;
             log.accepted_while_paused += m.accepted - down.accepted;
+            log.stored_at_resume = log.stored_at_resume.max(m.stored);
         }
         crate::mqtt::announce(
             self.start,
             &format!(
-                "uplink back after {}: batcher resumed with a backlog of {} readings",
+                "uplink back after {}: batcher resumed with a backlog of {} readings ({} on disk)",
                 dur(paused),
-                thousands(backlog)
+                thousands(backlog),
+                thousands(m.stored)
             ),
         );
         // Time how long the backlog takes to go out: the handler stops the clock.

@@ -53,3 +53,55 @@ fn help_and_bad_arguments() {
     let bad = Command::new(env!("CARGO_BIN_EXE_gateway")).arg("--nope").output().unwrap();
     assert_eq!(bad.status.code(), Some(2));
 }
+
+/// `--store DIR` twice on one directory: each run prints a `durable SENSOR SEQ` line per
+/// confirmed reading (stdout is a pipe here), numbers its readings from `run x 10^9`, and the
+/// kept sink (read back with `--dump-db`) holds every confirmed reading of both runs.
+#[test]
+fn store_mode_confirms_readings_and_keeps_the_sink_across_runs() {
+    let dir = scratch("store");
+    let store = dir.join("store");
+    let gateway = || {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_gateway"));
+        cmd.args(["--seconds", "0.3", "--rate", "200", "--sensors", "2", "--metrics-addr", "off", "--store"])
+            .arg(&store);
+        cmd
+    };
+    let mut durable = Vec::new();
+    for run in 0..2u64 {
+        let out = gateway().output().unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(out.status.success(), "run {run}: {}\n{stdout}", out.status);
+        assert!(stdout.contains("all checks passed"), "{stdout}");
+        assert!(stdout.contains(&format!("run {run} of this directory")), "{stdout}");
+        let lines: Vec<(u32, u64)> = stdout
+            .lines()
+            .filter_map(|l| l.strip_prefix("durable "))
+            .map(|l| {
+                let (sensor, seq) = l.split_once(' ').unwrap();
+                (sensor.parse().unwrap(), seq.parse().unwrap())
+            })
+            .collect();
+        assert!(!lines.is_empty(), "{stdout}");
+        assert!(lines.iter().all(|&(_, seq)| seq / 1_000_000_000 == run), "{lines:?}");
+        durable.extend(lines);
+    }
+    let dump = Command::new(env!("CARGO_BIN_EXE_gateway"))
+        .arg("--dump-db")
+        .arg(store.join("gateway.db"))
+        .output()
+        .unwrap();
+    assert!(dump.status.success());
+    let rows: Vec<(u32, u64)> = String::from_utf8_lossy(&dump.stdout)
+        .lines()
+        .map(|l| {
+            let f: Vec<&str> = l.split(' ').collect();
+            assert_eq!((f[0], f.len()), ("row", 7), "{l}");
+            (f[2].parse().unwrap(), f[3].parse().unwrap())
+        })
+        .collect();
+    for key in &durable {
+        assert!(rows.contains(key), "confirmed reading {key:?} is not in the sink");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
