@@ -7,8 +7,8 @@ use batch_core::storage::FixedDeque;
 use batch_core::{Config, ConfigError, Overflow};
 
 use crate::handle::Batcher;
-use crate::handler::{BatchError, DeadLetter, Handler};
-use crate::shared::{Core, OnError, OnEvict, Shared, WeighFn};
+use crate::handler::{BatchError, DeadLetter, Expired, Handler, RejectedItems};
+use crate::shared::{Callbacks, Core, OnError, OnEvict, OnExpire, OnReject, Shared, WeighFn};
 use crate::worker::{LaneConfig, Worker};
 
 /// Why a batcher could not be built. Each variant names the setting at fault.
@@ -102,6 +102,8 @@ pub struct Builder<T> {
     attempt_timeout: Option<Duration>,
     on_error: Option<Arc<OnError<T>>>,
     on_evict: Option<Box<OnEvict<T>>>,
+    on_reject: Option<Box<OnReject<T>>>,
+    on_expire: Option<Box<OnExpire<T>>>,
     #[cfg(feature = "disk-store")]
     store: Option<Box<dyn crate::store_drive::ErasedStore<T>>>,
 }
@@ -157,6 +159,8 @@ impl<T: Send + 'static> Builder<T> {
             attempt_timeout: None,
             on_error: None,
             on_evict: None,
+            on_reject: None,
+            on_expire: None,
             #[cfg(feature = "disk-store")]
             store: None,
         }
@@ -248,6 +252,82 @@ impl<T: Send + 'static> Builder<T> {
         self.on_evict = Some(Box::new(f));
         self
     }
+    /// Called with the items a handler rejected for good in an attempt, each with its reason
+    /// (the handler answered per item with a [`PartialFailure`](crate::handler::PartialFailure)),
+    /// at once, on the worker: hand slow work off. Without it, rejections are logged with
+    /// `tracing` and counted ([`Metrics::rejected_by_handler`](crate::Metrics::rejected_by_handler)).
+    /// A panic in it is contained and counted ([`Metrics::panics`](crate::Metrics::panics));
+    /// the items still count as rejected (the callback had them).
+    ///
+    /// A callback of its own rather than `on_error`'s [`DeadLetter`]: a dead letter is a batch
+    /// that failed every attempt, with one error; rejected items leave at any attempt, each with
+    /// its own reason, while the rest of their batch goes on, and they are counted apart.
+    ///
+    /// ```
+    /// use batch_tokio::{Batcher, handler::{self, PartialFailure}};
+    /// let b = Batcher::builder()
+    ///     .on_reject(|rejected| {
+    ///         for (line, reason) in rejected.iter() {
+    ///             eprintln!("batch {} dropped {line}: {reason}", rejected.seq());
+    ///         }
+    ///     })
+    ///     .build(handler::from_sync(|_: &[String]| Ok::<_, PartialFailure>(())));
+    /// # let _ = b;
+    /// ```
+    #[must_use]
+    pub fn on_reject(mut self, f: impl Fn(RejectedItems<T>) + Send + Sync + 'static) -> Self {
+        self.on_reject = Some(Box::new(f));
+        self
+    }
+    /// Items older than this are not sent: items that are too old when their batch would be
+    /// cut, and the rest of a failed batch whose oldest item would be too old at its next
+    /// attempt, go to [`on_expire`](Self::on_expire) instead, counted in
+    /// [`Metrics::expired`](crate::Metrics::expired). A zero age is a
+    /// [`BuildError`] naming `max_age`. See [`Expired`] for how exact ages are.
+    ///
+    /// ```
+    /// use batch_tokio::{Batcher, handler};
+    /// use std::time::Duration;
+    /// let b = Batcher::builder()
+    ///     .max_age(Duration::from_secs(3600)) // a reading an hour old is not worth sending
+    ///     .on_expire(|expired| eprintln!("{} stale readings dropped", expired.items().len()))
+    ///     .build(handler::from_sync(|_: &[f32]| Ok::<_, std::io::Error>(())));
+    /// # let _ = b;
+    /// ```
+    #[must_use]
+    pub fn max_age(mut self, age: Duration) -> Self {
+        self.config = self.config.max_age(micros(age));
+        self
+    }
+    /// Called with the items that expired (see [`max_age`](Self::max_age)), oldest first, on
+    /// the worker: hand slow work off. Without it, they are logged and counted. A panic in it
+    /// is contained and counted ([`Metrics::panics`](crate::Metrics::panics)); the items still
+    /// count as expired. `flush` waits for it, as it does for `on_error`.
+    #[must_use]
+    pub fn on_expire(mut self, f: impl Fn(Expired<T>) + Send + Sync + 'static) -> Self {
+        self.on_expire = Some(Box::new(f));
+        self
+    }
+    /// A paced drain: batches start at most `burst` at once and then one per `min_interval`
+    /// (a token bucket in the core's time), so that draining a backlog (after
+    /// [`resume`](crate::Batcher::resume), or from a store after a restart) cannot exceed what
+    /// the uplink was sized for. Size and linger still decide what a batch holds; pacing only
+    /// decides when it may start. Retries are not paced. A zero `burst` is a [`BuildError`]
+    /// naming `pace`.
+    ///
+    /// ```
+    /// use batch_tokio::{Batcher, handler};
+    /// use std::time::Duration;
+    /// let b = Batcher::builder()
+    ///     .pace(Duration::from_millis(100), 5) // 10 batches/s, bursts of 5
+    ///     .build(handler::from_sync(|_: &[u8]| Ok::<_, std::io::Error>(())));
+    /// # let _ = b;
+    /// ```
+    #[must_use]
+    pub fn pace(mut self, min_interval: Duration, burst: u32) -> Self {
+        self.config = self.config.pace(micros(min_interval), burst);
+        self
+    }
 
     /// Builds the batcher and its worker future, for callers who spawn it themselves (tower's
     /// `Buffer::pair`). Nothing is delivered until the worker runs. Every setting is checked and
@@ -287,8 +367,14 @@ impl<T: Send + 'static> Builder<T> {
         }
         let staging = weigher.is_none() && self.config.get_overflow() == Overflow::Reject;
         let places = crate::stage::places_per_run(max_batch, staging);
+        let callbacks = Callbacks {
+            error: self.on_error,
+            evict: self.on_evict,
+            reject: self.on_reject,
+            expire: self.on_expire,
+        };
         #[allow(unused_mut, reason = "set only with the disk-store feature")]
-        let mut shared = Shared::new(core, lanes, self.on_error, self.on_evict, weigher, places);
+        let mut shared = Shared::new(core, lanes, callbacks, weigher, places);
         #[cfg(feature = "disk-store")]
         {
             shared.store = self.store.map(|store| Arc::new(crate::store_drive::StoreLink::new(store)));

@@ -54,6 +54,8 @@
 //! | `in_flight` | `otel.sdk.exporter.inflight` | gauge | |
 //! | `delivered` | `otel.sdk.exporter.exported` | counter | |
 //! | `dead_lettered` | `otel.sdk.exporter.exported` | counter | `error.type` = `dead_lettered` |
+//! | `rejected_by_handler` | `otel.sdk.exporter.exported` | counter | `error.type` = `rejected_by_handler` |
+//! | `expired` | `otel.sdk.processor.processed` | counter | `error.type` = `expired` |
 //! | `accepted` | `batch.items.accepted` | counter | |
 //! | `returned` | `batch.items.returned` | counter | |
 //! | `abandoned` | `batch.items.abandoned` | counter | |
@@ -81,6 +83,12 @@
 //!   was full ([`Overflow::DropOldest`](crate::Overflow::DropOldest) evicts the oldest);
 //!   `rejected` covers every item handed back to its producer (full, closed or too heavy:
 //!   batch-core counts them together); `dead_lettered` marks what failed every attempt.
+//! - `rejected_by_handler` marks items the handler refused for good in a per-item answer
+//!   ([`PartialFailure`](crate::handler::PartialFailure)): the exporter's verdict, so under
+//!   `otel.sdk.exporter.exported`. `expired` marks items older than `max_age` that were never
+//!   sent (or not sent again): the processor dropped them, so under
+//!   `otel.sdk.processor.processed`, like the conventions' other drops. An item expired before a
+//!   retry had a failed export first; it is still counted once, as expired.
 //! - The conventions' queue size, capacity and in-flight metrics are up-down counters; the
 //!   facade has none, and a value read from a snapshot is a gauge.
 //!
@@ -145,14 +153,16 @@ const QUEUE_CAPACITY: Metric =
 const PROCESSED: Metric = Metric::counter(
     "otel.sdk.processor.processed",
     "Items the batcher did not take or dropped, by error.type: rejected (handed back to the \
-     producer: full, closed or too heavy), queue_full (evicted by Overflow::DropOldest).",
+     producer: full, closed or too heavy), queue_full (evicted by Overflow::DropOldest), expired \
+     (older than max_age, not sent).",
 );
 const INFLIGHT: Metric =
     Metric::gauge("otel.sdk.exporter.inflight", "Items in batches with the handler or waiting to retry.");
 const EXPORTED: Metric = Metric::counter(
     "otel.sdk.exporter.exported",
-    "Items whose batch the handler accepted (no error.type), or that failed every attempt \
-     (error.type=dead_lettered).",
+    "Items the handler accepted (no error.type), that failed every attempt \
+     (error.type=dead_lettered), or that the handler refused for good in a per-item answer \
+     (error.type=rejected_by_handler).",
 );
 const ACCEPTED: Metric = Metric::counter("batch.items.accepted", "Items the batcher took in.");
 const RETURNED: Metric = Metric::counter(
@@ -215,13 +225,15 @@ impl Series {
 
 /// Every series read from a counter of [`Metrics`], one line per field. The others (capacity,
 /// flushes by trigger, age) are in [`MetricsExporter::record_snapshot`] and [`OTHERS`].
-const SERIES: [Series; 15] = [
+const SERIES: [Series; 17] = [
     Series::new(&QUEUE_SIZE, None, |m| m.buffered),
     Series::new(&PROCESSED, Some("rejected"), |m| m.rejected),
     Series::new(&PROCESSED, Some("queue_full"), |m| m.evicted),
+    Series::new(&PROCESSED, Some("expired"), |m| m.expired),
     Series::new(&INFLIGHT, None, |m| m.in_flight),
     Series::new(&EXPORTED, None, |m| m.delivered),
     Series::new(&EXPORTED, DEAD_LETTERED, |m| m.dead_lettered),
+    Series::new(&EXPORTED, Some("rejected_by_handler"), |m| m.rejected_by_handler),
     Series::new(&ACCEPTED, None, |m| m.accepted),
     Series::new(&RETURNED, None, |m| m.returned),
     Series::new(&ABANDONED, None, |m| m.abandoned),

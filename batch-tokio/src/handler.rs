@@ -8,7 +8,9 @@
 //!
 //! A handler returns `Ok(())` when the batch is delivered. An error, a panic or (with
 //! `attempt_timeout`) a timeout fails that attempt; the batch is retried per the retry policy and
-//! finally handed to the error callback. None of them stops the batcher.
+//! finally handed to the error callback. None of them stops the batcher. A handler that hears
+//! back per item returns a [`PartialFailure`] instead: only the items it names to retry are
+//! retried, and the items it rejects go to the reject callback with their reasons.
 //!
 //! ```
 //! use batch_tokio::handler::{self, Batch};
@@ -27,6 +29,9 @@ use std::ops::Deref;
 use std::sync::Arc;
 
 use batch_core::Trigger;
+
+pub use crate::expire::Expired;
+pub use crate::partial::{PartialFailure, RejectedItems};
 
 /// A boxed error, as handlers report them.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
@@ -96,6 +101,14 @@ impl<T: 'static> Batch<T> {
         let v = std::mem::take(v);
         self.items = Items::Owned(v);
         true
+    }
+
+    /// The items' buffer, if the worker owns it.
+    pub(crate) fn owned_mut(&mut self) -> Option<&mut Vec<T>> {
+        match &mut self.items {
+            Items::Owned(v) => Some(v),
+            Items::Shared(..) => None,
+        }
     }
 
     /// The items by value, if nothing else holds them.

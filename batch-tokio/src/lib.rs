@@ -70,10 +70,12 @@ mod builder;
 mod deadline;
 #[cfg(feature = "disk-store")]
 pub mod disk_store;
+mod expire;
 #[cfg(feature = "metrics")]
 pub mod export;
 mod handle;
 pub mod handler;
+mod partial;
 mod shared;
 mod shutdown;
 mod stage;

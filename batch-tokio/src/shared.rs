@@ -38,6 +38,18 @@ pub(crate) type Core<T> = BatchCore<T, FixedDeque<T>, Vec<InFlight>>;
 pub(crate) type OnError<T> = dyn Fn(BatchError, DeadLetter<T>) + Send + Sync;
 /// The eviction callback ([`batch_core::Overflow::DropOldest`]).
 pub(crate) type OnEvict<T> = dyn Fn(T) + Send + Sync;
+/// The callback for items a handler rejected for good ([`crate::handler::PartialFailure`]).
+pub(crate) type OnReject<T> = dyn Fn(crate::handler::RejectedItems<T>) + Send + Sync;
+/// The callback for items older than `max_age`.
+pub(crate) type OnExpire<T> = dyn Fn(crate::handler::Expired<T>) + Send + Sync;
+
+/// The user's callbacks for items that leave without being delivered.
+pub(crate) struct Callbacks<T> {
+    pub(crate) error: Option<Arc<OnError<T>>>,
+    pub(crate) evict: Option<Box<OnEvict<T>>>,
+    pub(crate) reject: Option<Box<OnReject<T>>>,
+    pub(crate) expire: Option<Box<OnExpire<T>>>,
+}
 /// The weigher for `max_weight`, with the limit.
 pub(crate) type Weigher<T> = (u32, Box<WeighFn<T>>);
 /// A user's weigher.
@@ -67,6 +79,10 @@ pub(crate) struct Shared<T> {
     epoch: tokio::time::Instant,
     pub(crate) on_error: Option<Arc<OnError<T>>>,
     pub(crate) on_evict: Option<Box<OnEvict<T>>>,
+    /// Runs on a lane, outside the lock.
+    pub(crate) on_reject: Option<Box<OnReject<T>>>,
+    /// Runs on a lane, outside the lock.
+    pub(crate) on_expire: Option<Box<OnExpire<T>>>,
     /// Runs on the producer's task, outside the lock; the core keeps each weight.
     pub(crate) weigher: Option<Weigher<T>>,
     /// The store, for store and forward (feature `disk-store`).
@@ -104,8 +120,7 @@ impl<T> Shared<T> {
     pub(crate) fn new(
         core: Core<T>,
         lanes: usize,
-        on_error: Option<Arc<OnError<T>>>,
-        on_evict: Option<Box<OnEvict<T>>>,
+        callbacks: Callbacks<T>,
         weigher: Option<Weigher<T>>,
         places: usize,
     ) -> Self {
@@ -133,8 +148,10 @@ impl<T> Shared<T> {
             aborted: AtomicBool::new(false),
             handles: AtomicUsize::new(1),
             epoch: tokio::time::Instant::now(),
-            on_error,
-            on_evict,
+            on_error: callbacks.error,
+            on_evict: callbacks.evict,
+            on_reject: callbacks.reject,
+            on_expire: callbacks.expire,
             weigher,
             #[cfg(feature = "disk-store")]
             store: None,

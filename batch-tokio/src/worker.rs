@@ -11,7 +11,7 @@ use std::task::{Context, Poll};
 use batch_core::{Completion, Flush, Instant, Outcome};
 use futures_lite::FutureExt as _;
 
-use crate::handler::{Batch, BatchError, DeadLetter, Handler, Items};
+use crate::handler::{Batch, BatchError, DeadLetter, Handler, Items, PartialFailure};
 use crate::shared::{Shared, State, far_future};
 
 /// The future that drives a batcher: spawn it on a tokio runtime (or use
@@ -341,6 +341,16 @@ async fn next_batch<T: 'static>(
                 crate::stage::collect(shared);
                 st = shared.lock();
             }
+            // Items too old to send leave the front of the buffer before a cut (the core cuts
+            // nothing while the front item is expired): to `on_expire`, outside the lock.
+            if let Some(guard) = crate::expire::poll(shared, &mut st, lane.buf(), now) {
+                drop(st);
+                let items = std::mem::take(lane.buf());
+                let batch = Batch::new(items, 0, 0, batch_core::Trigger::Manual);
+                crate::expire::hand_over(shared, crate::handler::Expired { batch, seq: None });
+                drop(guard);
+                continue;
+            }
             if let Some(flush) = cut(shared, &mut st, lane.buf(), now) {
                 return Some(flush);
             }
@@ -434,24 +444,22 @@ where
         let Some(result) = result else {
             return lane.give_back_and_stop();
         };
-        if let Err(BatchError::Panicked(_)) = &result {
-            shared.lock().core.note_panic();
-        }
-        let outcome = if result.is_ok() { Outcome::Delivered } else { Outcome::Failed };
-        if result.is_ok() {
-            // Delivered: the items go now, outside the lock.
-            lane.clear(cfg.max_batch);
-        }
+        let mut result = result;
+        let mut rejected = Vec::new();
+        let outcome = outcome_of(shared, &mut result, lane, &mut rejected, cfg.max_batch);
         // One critical section completes this batch and, when it was delivered, cuts the next:
         // half the lock traffic per batch.
-        let (completion, next, callback) = {
+        let (completion, next, callback, reject_callback) = {
             let mut st = shared.lock();
             let now = shared.now();
             let c = st.core.handle_completion(now, flush.seq, outcome);
             let _ = st.core.poll_wake();
-            // A dead letter is final once `on_error` has it: a flush waits for that.
-            let callback = matches!(c, Some(Completion::DeadLettered { .. }))
+            // A dead letter (expired items, rejected items) is final once `on_error`
+            // (`on_expire`, `on_reject`) has it: a flush waits for that.
+            let callback = matches!(c, Some(Completion::DeadLettered { .. } | Completion::Expired { .. }))
                 .then(|| st.callback_starts(shared, flush.first_item));
+            let reject_callback =
+                (c.is_some() && !rejected.is_empty()).then(|| st.callback_starts(shared, flush.first_item));
             if st.flush_waiters > 0 {
                 shared.settled.notify_waiters();
             }
@@ -464,11 +472,21 @@ where
             if cfg.lanes > 1 && st.idle.iter().any(Option::is_some) {
                 shared.work.notify_waiters();
             }
-            (c, next, callback)
+            (c, next, callback, reject_callback)
         };
         // A final batch that is in the store waits for its removal; a slot may be free to load.
         shared.store_wake();
         lane.holding = next.map(|f| f.seq);
+        if !rejected.is_empty() {
+            if completion.is_some() {
+                crate::partial::hand_over(shared, flush.seq, attempt, rejected);
+            } else {
+                // A shutdown deadline took the batch over during the attempt: its items were
+                // reported abandoned, these with them.
+                shared.drop_items(rejected);
+            }
+        }
+        drop(reject_callback);
         match (completion, result) {
             (Some(Completion::Delivered { .. }), _) => return After::Next(next),
             (Some(Completion::Retry { attempt: next, at }), Err(error)) => {
@@ -481,23 +499,17 @@ where
                 attempt = n;
             }
             (Some(Completion::DeadLettered { attempts, len }), Err(error)) => {
-                let mut batch = std::mem::replace(
+                dead_letter(shared, lane, &flush, error, attempts, len);
+                drop(callback);
+                return After::Next(None);
+            }
+            (Some(Completion::Expired { len }), _) => {
+                tracing::debug!(seq = flush.seq, len, "batch expired before its retry");
+                let batch = std::mem::replace(
                     &mut lane.batch,
-                    Batch::new(Vec::new(), flush.seq, attempts, flush.trigger),
+                    Batch::new(Vec::new(), flush.seq, attempt, flush.trigger),
                 );
-                batch.attempt = attempts;
-                let letter = DeadLetter { batch };
-                let contained = std::panic::catch_unwind(AssertUnwindSafe(|| {
-                    if let Some(cb) = &shared.on_error {
-                        cb(error, letter);
-                    } else {
-                        tracing::error!(seq = flush.seq, attempts, len, %error, "batch dead-lettered (no error callback)");
-                        drop(letter);
-                    }
-                }));
-                if contained.is_err() {
-                    shared.panicked("on_error");
-                }
+                crate::expire::hand_over(shared, crate::handler::Expired { batch, seq: Some(flush.seq) });
                 drop(callback);
                 return After::Next(None);
             }
@@ -512,6 +524,59 @@ where
                 return After::Next(None);
             }
         }
+    }
+}
+
+/// What an attempt's result tells the core. A per-item answer shrinks the lane's batch to the
+/// items to retry, in place, and moves the rejected ones into `rejected`; a delivered batch's
+/// items go now, outside the lock.
+fn outcome_of<T: 'static>(
+    shared: &Shared<T>,
+    result: &mut Result<(), BatchError>,
+    lane: &mut LaneBuf<T>,
+    rejected: &mut Vec<(T, crate::handler::BoxError)>,
+    max_batch: usize,
+) -> Outcome {
+    if let Err(BatchError::Panicked(_)) = result {
+        shared.lock().core.note_panic();
+    }
+    let outcome = match result {
+        Ok(()) => Outcome::Delivered,
+        Err(BatchError::Handler(e)) => match e.downcast_mut::<PartialFailure>() {
+            Some(answer) => crate::partial::apply(shared, answer, &mut lane.batch, rejected),
+            None => Outcome::Failed,
+        },
+        Err(_) => Outcome::Failed,
+    };
+    if outcome == Outcome::Delivered {
+        lane.clear(max_batch);
+    }
+    outcome
+}
+
+/// Hands the lane's batch, which failed every attempt, to `on_error` (or logs it), containing
+/// a panic.
+fn dead_letter<T: 'static>(
+    shared: &Shared<T>,
+    lane: &mut LaneBuf<T>,
+    flush: &Flush,
+    error: BatchError,
+    attempts: u32,
+    len: usize,
+) {
+    let batch =
+        std::mem::replace(&mut lane.batch, Batch::new(Vec::new(), flush.seq, attempts, flush.trigger));
+    let letter = DeadLetter { batch };
+    let contained = std::panic::catch_unwind(AssertUnwindSafe(|| {
+        if let Some(cb) = &shared.on_error {
+            cb(error, letter);
+        } else {
+            tracing::error!(seq = flush.seq, attempts, len, %error, "batch dead-lettered (no error callback)");
+            drop(letter);
+        }
+    }));
+    if contained.is_err() {
+        shared.panicked("on_error");
     }
 }
 

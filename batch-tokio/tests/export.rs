@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use batch_tokio::handler::{self, Batch};
+use batch_tokio::handler::{self, Batch, BoxError, PartialFailure};
 use batch_tokio::{Batcher, Metrics, MetricsExporter, Overflow, Trigger};
 use metrics::Unit;
 use metrics_util::debugging::{DebugValue, DebuggingRecorder};
@@ -39,7 +39,7 @@ fn key(name: &str, labels: &[(&str, &str)]) -> SeriesKey {
 
 /// The `Metrics` fields (as `Debug` shows them) that [`expected`] maps: the counters, the
 /// flush counts by trigger, and `micros` of `max_item_age`.
-const MAPPED: [&str; 19] = [
+const MAPPED: [&str; 21] = [
     "accepted",
     "rejected",
     "delivered",
@@ -55,6 +55,8 @@ const MAPPED: [&str; 19] = [
     "batches_dead_lettered",
     "batches_in_flight",
     "panics",
+    "rejected_by_handler",
+    "expired",
     "micros",
     "stored",
     "store_lost",
@@ -79,6 +81,11 @@ fn expected(m: &Metrics, capacity: usize) -> BTreeMap<SeriesKey, Value> {
         (key("otel.sdk.exporter.inflight", &[]), g(m.in_flight)),
         (key("otel.sdk.exporter.exported", &[]), c(m.delivered)),
         (key("otel.sdk.exporter.exported", &dead), c(m.dead_lettered)),
+        (
+            key("otel.sdk.exporter.exported", &[("error.type", "rejected_by_handler")]),
+            c(m.rejected_by_handler),
+        ),
+        (key("otel.sdk.processor.processed", &[("error.type", "expired")]), c(m.expired)),
         (key("batch.items.accepted", &[]), c(m.accepted)),
         (key("batch.items.returned", &[]), c(m.returned)),
         (key("batch.items.abandoned", &[]), c(m.abandoned)),
@@ -155,14 +162,22 @@ type Kept = Arc<Mutex<Vec<Batch<u32>>>>;
 
 /// Fails every attempt of a batch holding an item of 100 or more; panics on the first attempt
 /// of a batch holding 5 (the retry succeeds); keeps a second attempt of a batch holding 200 and
-/// never finishes it (a shutdown deadline abandons it).
-async fn flaky(mut batch: Batch<u32>, kept: Kept) -> Result<(), std::io::Error> {
+/// never finishes it (a shutdown deadline abandons it); rejects 61 in a per-item answer.
+async fn flaky(mut batch: Batch<u32>, kept: Kept) -> Result<(), BoxError> {
     assert!(!(batch.attempt() == 1 && batch.contains(&5)), "planted panic");
     if batch.attempt() == 2 && batch.contains(&200) {
         kept.lock().unwrap().push(batch.share());
         std::future::pending::<()>().await;
     }
-    if batch.iter().any(|&i| i >= 100) { Err(std::io::Error::other("refused")) } else { Ok(()) }
+    if batch.iter().any(|&i| i >= 100) {
+        return Err(std::io::Error::other("refused").into());
+    }
+    // 61 is malformed: the sink takes the rest of its batch.
+    let mut answer = PartialFailure::new();
+    for (i, _) in batch.iter().enumerate().filter(|(_, x)| **x == 61) {
+        answer.reject(i, "malformed");
+    }
+    if answer.is_empty() { Ok(()) } else { Err(answer.into()) }
 }
 
 #[tokio::test(start_paused = true)]
@@ -177,6 +192,7 @@ async fn every_exported_value_equals_metrics() {
         .max_attempts(2)
         .retry_delays(ms(50), ms(50))
         .overflow(Overflow::DropOldest)
+        .max_age(Duration::from_secs(10))
         .on_error(move |_, letter| on_error.lock().unwrap().extend_from_slice(letter.items()))
         .spawn(handler::from_fn({
             let kept = Arc::clone(&kept);
@@ -202,6 +218,17 @@ async fn every_exported_value_equals_metrics() {
     assert_eq!((m.delivered, m.dead_lettered, m.panics, m.evicted), (9, 4, 1, 0), "{m:?}");
     assert_eq!((m.flushes.size, m.flushes.linger, m.max_item_age.as_micros()), (3, 1, 100_000), "{m:?}");
     assert_eq!(dead.lock().unwrap().len(), 4);
+
+    // A per-item answer rejects one item; one item waits past max_age while paused.
+    batcher.add_many(60..64).await.unwrap();
+    batcher.flush().await;
+    batcher.pause();
+    batcher.add(70).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(11)).await;
+    batcher.resume();
+    batcher.flush().await;
+    let m = check(&recorder, &exporter, &batcher);
+    assert_eq!((m.delivered, m.rejected_by_handler, m.expired), (12, 1, 1), "{m:?}");
 
     // A batch waiting to retry, items buffered behind it, and evictions.
     batcher.add_many(200..204).await.unwrap();
