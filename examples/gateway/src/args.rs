@@ -39,6 +39,9 @@ OPTIONS:
     --capacity N         readings the batcher holds in RAM        [default: 20000]
     --fail-rate P        share of delivery attempts that fail on purpose: HTTP 503s, or
                          SQLite transactions rolled back half-way  [default: 0.1 with --http, else 0]
+    --malformed-rate P   --http: share of readings the sensors garble (-127 °C from a
+                         disconnected probe, or no value); the collector rejects them per item,
+                         and the batcher hands them to on_reject      [default: 0.01 with --http]
     --outage-ms MS       half-way through the run, for MS ms (0 = no outage):
                          --http: the collector answers 503 to everything, so some batches
                          exhaust their retries and are dead-lettered          [default: 300]
@@ -96,6 +99,8 @@ pub(crate) struct Options {
     pub(crate) db: PathBuf,
     /// Share of delivery attempts failed on purpose.
     pub(crate) fail_rate: f64,
+    /// `--http`: share of readings the sensors garble (the collector rejects them).
+    pub(crate) malformed_rate: f64,
     /// HTTP and MQTT modes: how long the collector's or the broker's outage lasts.
     pub(crate) outage: Duration,
     /// Optional JSON-lines file for dead letters.
@@ -149,6 +154,7 @@ pub(crate) fn parse(args: impl IntoIterator<Item = String>) -> Result<Parsed, St
     let mut mode = Mode::Sqlite;
     let mut db = PathBuf::from("gateway.db");
     let mut fail_rate: Option<f64> = None;
+    let mut malformed_rate: Option<f64> = None;
     let mut outage_ms: Option<u64> = None;
     let mut modes = Vec::new();
     let mut dead_letters = None;
@@ -185,6 +191,7 @@ pub(crate) fn parse(args: impl IntoIterator<Item = String>) -> Result<Parsed, St
             "--bench-store" => return Ok(Parsed::BenchStore),
             "--dump-db" => return Ok(Parsed::DumpDb(PathBuf::from(value(&flag)?))),
             "--fail-rate" => fail_rate = Some(number(&flag, &value(&flag)?)?),
+            "--malformed-rate" => malformed_rate = Some(number(&flag, &value(&flag)?)?),
             "--outage-ms" => outage_ms = Some(number(&flag, &value(&flag)?)?),
             "--dead-letters" => dead_letters = Some(PathBuf::from(value(&flag)?)),
             "--seed" => seed = number(&flag, &value(&flag)?)?,
@@ -235,6 +242,7 @@ pub(crate) fn parse(args: impl IntoIterator<Item = String>) -> Result<Parsed, St
         mode,
         db,
         fail_rate,
+        malformed_rate: malformed_rate_for(mode, malformed_rate)?,
         outage: Duration::from_millis(outage_ms),
         dead_letters,
         seed,
@@ -253,6 +261,18 @@ fn address(flag: &str, text: &str) -> Result<Option<SocketAddr>, String> {
     text.parse()
         .map(Some)
         .map_err(|_| format!("{flag}: {text:?} is not an address like 127.0.0.1:9898, or off"))
+}
+
+/// `--malformed-rate`: given or the mode's default, checked.
+fn malformed_rate_for(mode: Mode, given: Option<f64>) -> Result<f64, String> {
+    let rate = given.unwrap_or(if mode == Mode::Http { 0.01 } else { 0.0 });
+    if !(0.0..=1.0).contains(&rate) {
+        return Err(format!("--malformed-rate must be in [0, 1], got {rate}"));
+    }
+    if mode != Mode::Http && rate > 0.0 {
+        return Err("--malformed-rate is for --http: only its collector checks readings".to_owned());
+    }
+    Ok(rate)
 }
 
 fn number<N: std::str::FromStr>(flag: &str, text: &str) -> Result<N, String> {
@@ -327,6 +347,15 @@ mod tests {
         assert!(
             matches!(parse(["--dump-db".to_owned(), "a.db".to_owned()]), Ok(Parsed::DumpDb(p)) if p == Path::new("a.db"))
         );
+    }
+
+    #[test]
+    fn malformed_readings_are_for_the_http_mode() {
+        assert!((run(&["--http"]).malformed_rate - 0.01).abs() < f64::EPSILON);
+        assert!((run(&["--http", "--malformed-rate", "0.2"]).malformed_rate - 0.2).abs() < f64::EPSILON);
+        assert!(run(&[]).malformed_rate.abs() < f64::EPSILON);
+        assert!(parse(["--malformed-rate=0.1".to_owned()]).is_err());
+        assert!(parse(["--http".to_owned(), "--malformed-rate=2".to_owned()]).is_err());
     }
 
     #[test]

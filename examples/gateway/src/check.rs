@@ -1,6 +1,7 @@
 //! The demo checks its own accounting: every reading a sensor produced must have exactly one
-//! fate (delivered, dead-lettered, refused or handed back), the batcher's counters must add up,
-//! and the sink must hold exactly the delivered readings, once each.
+//! fate (delivered, rejected by the sink, dead-lettered, expired, refused or handed back), the
+//! batcher's counters must add up, the sink must hold exactly the delivered readings, once each,
+//! and the readings the sink rejected must be exactly the garbled ones that reached it.
 //!
 //! With `--store`, the sink also receives readings of earlier runs (numbered below this run's
 //! `seq_base`) that the store kept across a restart: they count as delivered by this run, and
@@ -52,6 +53,12 @@ pub(crate) struct Evidence<'a> {
     pub(crate) dead_counted: (u64, u64),
     /// Keys of readings handed back by a shutdown that hit its deadline.
     pub(crate) returned: &'a [(u32, u64)],
+    /// Keys of readings the sink rejected for good (from `on_reject`).
+    pub(crate) rejected: &'a [(u32, u64)],
+    /// Keys of readings that expired (from `on_expire`).
+    pub(crate) expired: &'a [(u32, u64)],
+    /// Keys of the readings the sensors garbled on purpose.
+    pub(crate) garbled: &'a [(u32, u64)],
     /// Readings whose delivery latency the sink recorded.
     pub(crate) latencies: u64,
     /// What the sink holds.
@@ -73,17 +80,26 @@ pub(crate) fn run(e: &Evidence<'_>) -> Vec<Check> {
         check(
             m.is_consistent(),
             format!(
-                "metrics().is_consistent(): accepted {} = delivered + dead + evicted + returned + buffered + in flight",
+                "metrics().is_consistent(): accepted {} = delivered + rejected + dead + expired + evicted + returned + buffered + in flight",
                 thousands(m.accepted),
             ),
         ),
         check(
-            produced + earlier == m.delivered + m.dead_lettered + m.rejected + m.returned + m.evicted,
+            produced + earlier
+                == m.delivered
+                    + m.rejected_by_handler
+                    + m.dead_lettered
+                    + m.expired
+                    + m.rejected
+                    + m.returned
+                    + m.evicted,
             format!(
-                "produced {}{from_store} = delivered {} + dead-lettered {} + rejected {} + returned {} + evicted {}",
+                "produced {}{from_store} = delivered {} + rejected by the sink {} + dead-lettered {} + expired {} + refused {} + returned {} + evicted {}",
                 thousands(produced),
                 thousands(m.delivered),
+                thousands(m.rejected_by_handler),
                 thousands(m.dead_lettered),
+                thousands(m.expired),
                 thousands(m.rejected),
                 thousands(m.returned),
                 thousands(m.evicted)
@@ -130,8 +146,45 @@ pub(crate) fn run(e: &Evidence<'_>) -> Vec<Check> {
             format!("each sensor's seq increases in insertion (rowid) order ({violations} out of order)"),
         ));
     }
+    checks.push(check(
+        (e.rejected.len() as u64, e.expired.len() as u64) == (m.rejected_by_handler, m.expired),
+        format!(
+            "on_reject saw {} readings, on_expire {} = metrics ({}, {})",
+            thousands(e.rejected.len() as u64),
+            thousands(e.expired.len() as u64),
+            thousands(m.rejected_by_handler),
+            thousands(m.expired)
+        ),
+    ));
+    checks.push(garbled(e));
     checks.push(fates(e));
     checks
+}
+
+/// The sink rejected exactly the garbled readings that reached it: all of them but those that
+/// never got an answer (dead-lettered, expired, refused or handed back).
+fn garbled(e: &Evidence<'_>) -> Check {
+    use std::collections::BTreeSet;
+    let never_judged: BTreeSet<(u32, u64)> = e
+        .dead
+        .iter()
+        .chain(e.expired)
+        .chain(e.returned)
+        .copied()
+        .chain(e.sensors.iter().flat_map(|s| s.refused.iter().map(move |&seq| (s.sensor, seq))))
+        .collect();
+    let judged: BTreeSet<(u32, u64)> =
+        e.garbled.iter().copied().filter(|k| !never_judged.contains(k)).collect();
+    let rejected: BTreeSet<(u32, u64)> = e.rejected.iter().copied().collect();
+    check(
+        rejected == judged && rejected.len() == e.rejected.len(),
+        format!(
+            "readings rejected by the sink ({}) = the garbled ones that reached it ({} of {} garbled)",
+            thousands(e.rejected.len() as u64),
+            thousands(judged.len() as u64),
+            thousands(e.garbled.len() as u64)
+        ),
+    )
 }
 
 /// Sink keys numbered below their sensor's `seq_base`: readings of earlier runs (`--store`).
@@ -158,7 +211,9 @@ fn fates(e: &Evidence<'_>) -> Check {
             None => unknown += 1,
         }
     };
-    for &(sensor, seq) in e.sink.keys.iter().chain(e.dead).chain(e.returned) {
+    for &(sensor, seq) in
+        e.sink.keys.iter().chain(e.dead).chain(e.returned).chain(e.rejected).chain(e.expired)
+    {
         mark(sensor, seq);
     }
     for s in e.sensors {
@@ -171,7 +226,7 @@ fn fates(e: &Evidence<'_>) -> Check {
     check(
         missing == 0 && twice == 0 && unknown == 0,
         format!(
-            "each produced reading has exactly one fate (sink/dead/refused/returned): \
+            "each produced reading has exactly one fate (sink/rejected/dead/expired/refused/returned): \
              {missing} missing, {twice} twice, {unknown} unknown"
         ),
     )

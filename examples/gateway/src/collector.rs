@@ -2,8 +2,12 @@
 //! POST at `/api/temperatures`, keeps the `(sensor, seq)` keys it stored, and answers 503 to a
 //! seeded share of requests (and to every request during a scheduled outage).
 //!
-//! A refused request is refused before anything is stored, so a retried batch is never stored
-//! twice; the collector still counts duplicates, and the self-check requires none.
+//! Otherwise it answers per reading, in order (200 when all were stored, 207 Multi-Status when
+//! not): `{"results": [{"status": "stored"}, {"status": "rejected", "reason": "..."},
+//! {"status": "retry", "reason": "..."}]}`. A malformed reading (no value, a temperature out of
+//! range, no timestamp) is rejected for good; a seeded share of the others meets a write
+//! conflict and is to be sent again. Only stored readings are kept, so nothing is stored twice;
+//! the collector still counts duplicates, and the self-check requires none.
 
 use std::collections::HashSet;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -16,7 +20,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::post;
 use axum::{Json, Router};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::check::SinkContents;
 use crate::rng::Faults;
@@ -25,31 +29,67 @@ use crate::serve::Server;
 /// The path batches are posted to.
 pub(crate) const PATH: &str = "/api/temperatures";
 
-/// A reading as the collector receives it (the wire format the gateway serializes).
+/// A reading as the collector receives it (the wire format the gateway serializes; a missing
+/// value arrives as `null`).
 #[derive(Debug, Deserialize)]
 struct IncomingReading {
     sensor: u32,
     seq: u64,
-    temperature: f64,
+    temperature: Option<f64>,
     timestamp_ms: u64,
 }
 
 impl IncomingReading {
-    /// A plausible reading: a finite temperature in a sensor's range and a set timestamp.
-    fn is_valid(&self) -> bool {
-        self.temperature.is_finite() && (-60.0..=150.0).contains(&self.temperature) && self.timestamp_ms > 0
+    /// Why the reading is implausible, if it is: a finite temperature in a sensor's range and a
+    /// set timestamp are required.
+    fn defect(&self) -> Option<&'static str> {
+        match self.temperature {
+            None => Some("no temperature value"),
+            Some(t) if !(-60.0..=150.0).contains(&t) => Some("temperature out of range"),
+            Some(_) if self.timestamp_ms == 0 => Some("no timestamp"),
+            Some(_) => None,
+        }
     }
+}
+
+/// One reading's fate in the collector's answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub(crate) enum ItemStatus {
+    /// Stored.
+    Stored,
+    /// Refused for good: sending it again would not help.
+    Rejected {
+        /// Why.
+        reason: String,
+    },
+    /// Not stored this time: send it again.
+    Retry {
+        /// Why.
+        reason: String,
+    },
+}
+
+/// The collector's answer to a batch it did not refuse as a whole: one status per reading, in
+/// the order posted.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct Answer {
+    /// Per reading.
+    pub(crate) results: Vec<ItemStatus>,
 }
 
 /// The collector's state, shared by its request handlers.
 #[derive(Debug)]
 struct Shared {
     faults: Faults,
+    /// Per reading: write conflicts (answered `retry`).
+    conflicts: Faults,
     outage: Option<Range<Instant>>,
     stored: Mutex<HashSet<(u32, u64)>>,
     requests: AtomicU64,
     refused: AtomicU64,
     duplicates: AtomicU64,
+    rejected: AtomicU64,
 }
 
 /// What the collector saw.
@@ -59,6 +99,10 @@ pub(crate) struct CollectorStats {
     pub(crate) requests: u64,
     /// POSTs answered 503 (injected failures and the outage).
     pub(crate) refused: u64,
+    /// Readings rejected for good (malformed).
+    pub(crate) rejected: u64,
+    /// Readings answered `retry` (write conflicts).
+    pub(crate) conflicts: u64,
 }
 
 /// A running collector.
@@ -70,7 +114,8 @@ pub(crate) struct Collector {
 
 impl Collector {
     /// Binds 127.0.0.1 on a free port and serves until [`stop`](Self::stop). `fail_rate` of the
-    /// requests get a 503 (seeded by `seed`), and so does every request during `outage`.
+    /// requests get a 503 (seeded by `seed`), and so does every request during `outage`; a
+    /// quarter of that share of the readings it would store meet a write conflict instead.
     pub(crate) async fn start(
         fail_rate: f64,
         seed: u64,
@@ -78,11 +123,13 @@ impl Collector {
     ) -> std::io::Result<Self> {
         let shared = Arc::new(Shared {
             faults: Faults::new(fail_rate, seed),
+            conflicts: Faults::new(fail_rate / 4.0, seed ^ 0xC0F1_1C75),
             outage,
             stored: Mutex::new(HashSet::new()),
             requests: AtomicU64::new(0),
             refused: AtomicU64::new(0),
             duplicates: AtomicU64::new(0),
+            rejected: AtomicU64::new(0),
         });
         let app = Router::new().route(PATH, post(receive)).with_state(Arc::clone(&shared));
         let server = Server::start(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)), app, "collector").await?;
@@ -99,6 +146,8 @@ impl Collector {
         CollectorStats {
             requests: self.shared.requests.load(Ordering::Relaxed),
             refused: self.shared.refused.load(Ordering::Relaxed),
+            rejected: self.shared.rejected.load(Ordering::Relaxed),
+            conflicts: self.shared.conflicts.injected(),
         }
     }
 
@@ -120,29 +169,40 @@ impl Collector {
     }
 }
 
-/// `POST /api/temperatures`: store a batch, or refuse it with 503 before storing anything.
+/// `POST /api/temperatures`: refuse the batch with 503 before storing anything, or answer per
+/// reading: store it, reject it for good (malformed), or ask for it again (a write conflict).
 async fn receive(
     State(shared): State<Arc<Shared>>,
     Json(batch): Json<Vec<IncomingReading>>,
-) -> (StatusCode, &'static str) {
+) -> Result<(StatusCode, Json<Answer>), (StatusCode, &'static str)> {
     shared.requests.fetch_add(1, Ordering::Relaxed);
     let in_outage = shared.outage.as_ref().is_some_and(|w| w.contains(&Instant::now()));
     if in_outage || shared.faults.should_fail() {
         shared.refused.fetch_add(1, Ordering::Relaxed);
-        return (StatusCode::SERVICE_UNAVAILABLE, "try again later\n");
+        return Err((StatusCode::SERVICE_UNAVAILABLE, "try again later\n"));
     }
-    if !batch.iter().all(IncomingReading::is_valid) {
-        return (StatusCode::UNPROCESSABLE_ENTITY, "implausible reading\n");
-    }
-    let mut duplicates = 0;
+    let mut results = Vec::with_capacity(batch.len());
+    let (mut duplicates, mut rejected) = (0, 0);
     {
         let mut stored = shared.stored.lock().unwrap_or_else(PoisonError::into_inner);
         for r in &batch {
-            if !stored.insert((r.sensor, r.seq)) {
-                duplicates += 1;
-            }
+            let status = if let Some(defect) = r.defect() {
+                rejected += 1;
+                ItemStatus::Rejected { reason: defect.to_owned() }
+            } else if shared.conflicts.should_fail() {
+                ItemStatus::Retry { reason: "write conflict".to_owned() }
+            } else {
+                if !stored.insert((r.sensor, r.seq)) {
+                    duplicates += 1;
+                }
+                ItemStatus::Stored
+            };
+            results.push(status);
         }
     }
     shared.duplicates.fetch_add(duplicates, Ordering::Relaxed);
-    (StatusCode::OK, "stored\n")
+    shared.rejected.fetch_add(rejected, Ordering::Relaxed);
+    let all_stored = results.iter().all(|s| *s == ItemStatus::Stored);
+    let status = if all_stored { StatusCode::OK } else { StatusCode::MULTI_STATUS };
+    Ok((status, Json(Answer { results })))
 }

@@ -1,4 +1,6 @@
-//! The batcher's error callback: batches that failed every attempt end up here.
+//! The batcher's error callback: batches that failed every attempt end up here; so do, through
+//! `on_reject` and `on_expire`, readings the sink rejected for good (with its reason) and
+//! readings older than `max_age` that were not sent.
 //!
 //! `on_error` runs on the batcher's worker, so it only counts, remembers the keys for the
 //! self-check and hands the readings to a writer thread (when `--dead-letters PATH` is given);
@@ -9,7 +11,9 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError, mpsc};
 
-use batch_tokio::handler::{BatchError, DeadLetter};
+use std::collections::BTreeMap;
+
+use batch_tokio::handler::{BatchError, DeadLetter, Expired, RejectedItems};
 
 use crate::sensors::Reading;
 
@@ -20,6 +24,12 @@ pub(crate) struct DeadLetters {
     items: AtomicU64,
     keys: Mutex<Vec<(u32, u64)>>,
     last_error: Mutex<Option<String>>,
+    /// Readings the sink rejected.
+    rejected: Mutex<Vec<(u32, u64)>>,
+    /// How many readings the sink rejected, per reason.
+    reasons: Mutex<BTreeMap<String, u64>>,
+    /// Readings that expired.
+    expired: Mutex<Vec<(u32, u64)>>,
     writer: Mutex<Option<mpsc::Sender<Vec<Reading>>>>,
     thread: Mutex<Option<std::thread::JoinHandle<std::io::Result<()>>>>,
 }
@@ -43,6 +53,9 @@ impl DeadLetters {
             items: AtomicU64::new(0),
             keys: Mutex::new(Vec::new()),
             last_error: Mutex::new(None),
+            rejected: Mutex::new(Vec::new()),
+            reasons: Mutex::new(BTreeMap::new()),
+            expired: Mutex::new(Vec::new()),
             writer: Mutex::new(writer),
             thread: Mutex::new(thread),
         })
@@ -69,6 +82,38 @@ impl DeadLetters {
             let items = letter.into_items().unwrap_or_else(|letter| letter.items().to_vec());
             let _ = tx.send(items);
         }
+    }
+
+    /// The `on_reject` callback body: remembers the keys and counts the reasons.
+    pub(crate) fn rejected(&self, rejected: &RejectedItems<Reading>) {
+        let mut keys = self.rejected.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut reasons = self.reasons.lock().unwrap_or_else(PoisonError::into_inner);
+        for (reading, reason) in rejected.iter() {
+            keys.push((reading.sensor, reading.seq));
+            *reasons.entry(reason.to_string()).or_default() += 1;
+        }
+    }
+
+    /// The `on_expire` callback body: remembers the keys.
+    pub(crate) fn expired(&self, expired: &Expired<Reading>) {
+        let mut keys = self.expired.lock().unwrap_or_else(PoisonError::into_inner);
+        keys.extend(expired.items().iter().map(|r| (r.sensor, r.seq)));
+    }
+
+    /// The `(sensor, seq)` keys of the readings the sink rejected.
+    pub(crate) fn rejected_keys(&self) -> Vec<(u32, u64)> {
+        self.rejected.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    /// How many readings the sink rejected, per reason.
+    pub(crate) fn reasons(&self) -> Vec<(String, u64)> {
+        let reasons = self.reasons.lock().unwrap_or_else(PoisonError::into_inner);
+        reasons.iter().map(|(reason, n)| (reason.clone(), *n)).collect()
+    }
+
+    /// The `(sensor, seq)` keys of the readings that expired.
+    pub(crate) fn expired_keys(&self) -> Vec<(u32, u64)> {
+        self.expired.lock().unwrap_or_else(PoisonError::into_inner).clone()
     }
 
     /// Dead batches so far.

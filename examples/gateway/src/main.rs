@@ -97,6 +97,8 @@ struct Settings {
     retry_max: Duration,
     jitter_permille: u16,
     attempt_timeout: Option<Duration>,
+    /// Readings older than this are not sent (expired).
+    max_age: Option<Duration>,
 }
 
 /// SQLite: one writer, so one batch at a time (which also keeps rows in arrival order). No
@@ -112,10 +114,13 @@ const SQLITE: Settings = Settings {
     retry_max: Duration::from_millis(200),
     jitter_permille: 200,
     attempt_timeout: None,
+    max_age: None,
 };
 
 /// HTTP: smaller batches, four requests in flight, few attempts so the collector's outage
-/// produces dead letters, and a timeout per request.
+/// produces dead letters, and a timeout per request. Readings are worth sending for 120 ms (the
+/// demo's time is compressed): a batch held through the collector's failures, or readings
+/// queued behind them, expire instead of going out late.
 const HTTP: Settings = Settings {
     capacity: 20_000,
     max_batch: 250,
@@ -126,6 +131,7 @@ const HTTP: Settings = Settings {
     retry_max: Duration::from_millis(250),
     jitter_permille: 200,
     attempt_timeout: Some(Duration::from_secs(2)),
+    max_age: Some(Duration::from_millis(120)),
 };
 
 /// MQTT: one publish at a time, because with QoS 1 a sensor's readings stay in order only if
@@ -143,11 +149,13 @@ const MQTT: Settings = Settings {
     retry_max: Duration::from_millis(500),
     jitter_permille: 200,
     attempt_timeout: Some(Duration::from_secs(5)),
+    max_age: None,
 };
 
 impl Settings {
     /// A builder with these settings, sending dead letters to `dead`.
     fn builder(&self, seed: u64, dead: &Arc<DeadLetters>) -> Builder<Reading> {
+        let (rejects, expiries) = (Arc::clone(dead), Arc::clone(dead));
         let dead = Arc::clone(dead);
         let mut b = Batcher::builder()
             .capacity(self.capacity)
@@ -157,9 +165,14 @@ impl Settings {
             .max_attempts(self.max_attempts)
             .retry_delays(self.retry_base, self.retry_max)
             .jitter(self.jitter_permille, seed as u32)
-            .on_error(move |error, letter| dead.record(&error, letter));
+            .on_error(move |error, letter| dead.record(&error, letter))
+            .on_reject(move |rejected| rejects.rejected(&rejected))
+            .on_expire(move |expired| expiries.expired(&expired));
         if let Some(t) = self.attempt_timeout {
             b = b.attempt_timeout(t);
+        }
+        if let Some(age) = self.max_age {
+            b = b.max_age(age);
         }
         b
     }
@@ -177,6 +190,7 @@ impl Settings {
             dur(self.retry_max),
             self.jitter_permille / 10,
             self.attempt_timeout.map(|t| format!(", attempt timeout {}", dur(t))).unwrap_or_default()
+                + &self.max_age.map(|a| format!(", max_age {}", dur(a))).unwrap_or_default()
         )
     }
 
@@ -510,10 +524,13 @@ async fn run(opts: Options) -> Result<bool, BoxError> {
             extra.push((
                 "collector".to_owned(),
                 format!(
-                    "{} requests, {} answered 503\n({:.0}% at random, {outage})",
+                    "{} requests, {} answered 503\n({:.0}% at random, {outage});\n{} readings rejected as malformed ({:.0}% garbled by the sensors),\n{} answered `retry` (write conflicts)",
                     thousands(c.requests),
                     thousands(c.refused),
                     opts.fail_rate * 100.0,
+                    thousands(c.rejected),
+                    opts.malformed_rate * 100.0,
+                    thousands(c.conflicts),
                 ),
             ));
             let contents = collector.contents();
@@ -555,6 +572,8 @@ async fn run(opts: Options) -> Result<bool, BoxError> {
 
     // Verify, then print.
     let dead_keys = dead.keys();
+    let (rejected_keys, expired_keys) = (dead.rejected_keys(), dead.expired_keys());
+    let garbled = sensors::garbled_keys(&reports, opts.malformed_rate, opts.seed);
     let stats = stats.snapshot();
     let mut checks = check::run(&check::Evidence {
         sensors: &reports,
@@ -562,6 +581,9 @@ async fn run(opts: Options) -> Result<bool, BoxError> {
         dead: &dead_keys,
         dead_counted: (dead.items(), dead.batches()),
         returned: &returned,
+        rejected: &rejected_keys,
+        expired: &expired_keys,
+        garbled: &garbled,
         latencies: stats.recorded,
         sink: &contents,
     });
@@ -576,6 +598,7 @@ async fn run(opts: Options) -> Result<bool, BoxError> {
         total,
         drain,
         stats,
+        rejections: dead.reasons(),
         extra,
         baseline: baseline.map(|b| (b, BASELINE_CAP)),
         checks: &checks,

@@ -42,6 +42,8 @@ pub(crate) struct Summary<'a> {
     pub(crate) drain: Duration,
     /// What the sink recorded.
     pub(crate) stats: StatsSnapshot,
+    /// Readings the sink rejected for good, per reason.
+    pub(crate) rejections: Vec<(String, u64)>,
     /// Mode-specific lines (label, value).
     pub(crate) extra: Vec<(String, String)>,
     /// The unbatched comparison and the cap it was measured under.
@@ -90,15 +92,18 @@ fn counts(s: &Summary<'_>) -> Vec<(&'static str, String)> {
             ),
         ),
         ("delivered", thousands(m.delivered)),
+        ("rejected by the sink", rejections(m.rejected_by_handler, &s.rejections)),
         (
             "dead-lettered",
             format!("{}  ({} batches)", thousands(m.dead_lettered), thousands(m.batches_dead_lettered)),
         ),
-        ("rejected", thousands(m.rejected)),
+        ("expired", format!("{}  (older than max_age: not sent)", thousands(m.expired))),
+        ("refused at add", thousands(m.rejected)),
     ];
     if m.returned > 0 || m.evicted > 0 {
         rows.push(("returned / evicted", format!("{} / {}", thousands(m.returned), thousands(m.evicted))));
     }
+    rows.push(("accepted", accounted(m)));
     let flushes: Vec<String> = Trigger::ALL
         .iter()
         .filter(|&&t| m.flushes.get(t) > 0)
@@ -114,7 +119,22 @@ fn counts(s: &Summary<'_>) -> Vec<(&'static str, String)> {
                 as_f64(m.delivered) / as_f64(m.batches_delivered.max(1))
             ),
         ),
-        ("retries", format!("{}  ({} failed attempts)", thousands(m.retries), thousands(m.failed_attempts))),
+        (
+            "retried",
+            format!(
+                "{} attempts after a batch's first ({} failed attempts){}",
+                thousands(m.retries),
+                thousands(m.failed_attempts),
+                if s.stats.retried_alone > 0 {
+                    format!(
+                        ";\n{} readings sent again alone (per-item answers)",
+                        thousands(s.stats.retried_alone)
+                    )
+                } else {
+                    String::new()
+                }
+            ),
+        ),
         (
             "throughput",
             format!(
@@ -150,6 +170,31 @@ fn counts(s: &Summary<'_>) -> Vec<(&'static str, String)> {
         ),
     ]);
     rows
+}
+
+/// Where the accepted readings went: the fates add up to `accepted`.
+fn accounted(m: &Metrics) -> String {
+    let pending = m.buffered + m.in_flight;
+    format!(
+        "{} = delivered {} + rejected {} + dead {} + expired {} + returned {} + evicted {}{}",
+        thousands(m.accepted),
+        thousands(m.delivered),
+        thousands(m.rejected_by_handler),
+        thousands(m.dead_lettered),
+        thousands(m.expired),
+        thousands(m.returned),
+        thousands(m.evicted),
+        if pending > 0 { format!(" + pending {}", thousands(pending)) } else { String::new() }
+    )
+}
+
+/// Rejected readings with their reasons counted, e.g. `12  (no timestamp 5, no value 7)`.
+fn rejections(n: u64, reasons: &[(String, u64)]) -> String {
+    if reasons.is_empty() {
+        return thousands(n);
+    }
+    let reasons: Vec<String> = reasons.iter().map(|(r, k)| format!("{r} {}", thousands(*k))).collect();
+    format!("{}  ({})", thousands(n), reasons.join(", "))
 }
 
 /// Batched vs unbatched: sink time per delivered item.

@@ -130,7 +130,7 @@ pub(crate) fn spawn(
                 batcher: batcher.clone(),
                 produced: Arc::clone(produced),
                 stop: stop.clone(),
-                thermometer: Thermometer::new(id),
+                thermometer: Thermometer::new(id, opts.malformed_rate, opts.seed),
             };
             tokio::spawn(sensor.run())
         })
@@ -249,29 +249,68 @@ impl Sensor {
     }
 }
 
-/// A temperature that drifts slowly around a per-sensor base, with a little noise.
+/// A temperature that drifts slowly around a per-sensor base, with a little noise; a seeded
+/// share of the readings are garbled ([`garbled`]).
 #[derive(Debug)]
 struct Thermometer {
+    id: u32,
     rng: SplitMix64,
     drift: f64,
     base: f64,
+    /// Readings taken so far (the next one's index).
+    reads: u64,
+    /// Share of readings garbled, and the seed that picks them.
+    garble: (f64, u64),
 }
 
 impl Thermometer {
-    fn new(id: u32) -> Self {
+    fn new(id: u32, garble_rate: f64, seed: u64) -> Self {
         Self {
+            id,
             rng: SplitMix64::new(0x5EED_0000 + u64::from(id)),
             drift: 0.0,
             base: 19.0 + f64::from(id % 7) * 0.75,
+            reads: 0,
+            garble: (garble_rate, seed),
         }
     }
 
     fn read(&mut self) -> f64 {
         self.drift = (self.drift + (self.rng.next_f64() - 0.5) * 0.02).clamp(-3.0, 3.0);
         let noise = (self.rng.next_f64() - 0.5) * 0.1;
+        let n = self.reads;
+        self.reads += 1;
+        if let Some(value) = garbled(self.id, n, self.garble.0, self.garble.1) {
+            return value;
+        }
         // Two decimals, as a real sensor would report.
         ((self.base + self.drift + noise) * 100.0).round() / 100.0
     }
+}
+
+/// What sensor `id` reports instead of its `n`-th reading, if that reading is garbled: a share
+/// `rate` of the readings, picked by `seed` (the same ones every run): half of them -127 °C (a
+/// DS18B20's answer when its probe is disconnected), half no value at all (NaN, sent as `null`).
+/// The collector rejects both.
+pub(crate) fn garbled(id: u32, n: u64, rate: f64, seed: u64) -> Option<f64> {
+    if rate <= 0.0 {
+        return None;
+    }
+    let mut rng = SplitMix64::new(seed ^ (u64::from(id) << 40) ^ n.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    (rng.next_f64() < rate).then(|| if rng.next_u64().is_multiple_of(2) { -127.0 } else { f64::NAN })
+}
+
+/// The `(sensor, seq)` keys of the garbled readings the sensors produced (sequence numbers
+/// from 0: the HTTP mode, the only one that garbles).
+pub(crate) fn garbled_keys(reports: &[SensorReport], rate: f64, seed: u64) -> Vec<(u32, u64)> {
+    reports
+        .iter()
+        .flat_map(|r| {
+            (0..r.produced)
+                .filter(move |&n| garbled(r.sensor, n, rate, seed).is_some())
+                .map(move |n| (r.sensor, n))
+        })
+        .collect()
 }
 
 /// Milliseconds since the Unix epoch.

@@ -1,10 +1,14 @@
 //! The HTTP mode's sink: one JSON POST per batch with a minimal hyper client (keep-alive pool).
-//! A non-2xx answer fails the attempt, and the batcher retries it with backoff.
+//! A non-2xx answer fails the attempt, and the batcher retries it with backoff. A 2xx answer
+//! says what became of each reading ([`collector::Answer`](crate::collector::Answer)); the
+//! handler turns it into a per-item answer for the batcher, a
+//! [`PartialFailure`](batch_tokio::handler::PartialFailure): readings the collector asks for
+//! again are retried alone, rejected ones go to `on_reject` with the collector's reason.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use batch_tokio::handler::{Batch, BoxError, Handler};
+use batch_tokio::handler::{Batch, BoxError, Handler, PartialFailure};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::Request;
@@ -13,6 +17,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
+use crate::collector::{Answer, ItemStatus};
 use crate::report::Baseline;
 use crate::sensors::Reading;
 use crate::stats::DeliveryStats;
@@ -31,8 +36,9 @@ impl HttpSink {
         Ok(Self { client: Client::builder(TokioExecutor::new()).build_http(), uri: url.parse()?, stats })
     }
 
-    /// POSTs `readings` as one JSON array; `Ok` only for a 2xx answer.
-    pub(crate) async fn post(&self, readings: &[Reading]) -> Result<(), BoxError> {
+    /// POSTs `readings` as one JSON array; `Ok` with the per-reading answer for a 2xx answer
+    /// that has one status per reading, an error otherwise.
+    pub(crate) async fn post(&self, readings: &[Reading]) -> Result<Answer, BoxError> {
         let body = serde_json::to_vec(readings)?;
         let request = Request::post(&self.uri)
             .header(CONTENT_TYPE, "application/json")
@@ -41,12 +47,16 @@ impl HttpSink {
         let status = response.status();
         // Read the answer to the end so the connection goes back to the pool.
         let answer = response.into_body().collect().await?.to_bytes();
-        if status.is_success() {
-            Ok(())
-        } else {
+        if !status.is_success() {
             let answer = String::from_utf8_lossy(&answer);
-            Err(format!("collector answered {status}: {}", answer.trim()).into())
+            return Err(format!("collector answered {status}: {}", answer.trim()).into());
         }
+        let answer: Answer = serde_json::from_slice(&answer)?;
+        if answer.results.len() != readings.len() {
+            // An answer for another batch: trust none of it (the batch is sent again).
+            return Err(format!("{} results for {} readings", answer.results.len(), readings.len()).into());
+        }
+        Ok(answer)
     }
 }
 
@@ -57,9 +67,24 @@ impl Handler<Reading> for HttpSink {
         let started = Instant::now();
         let result = self.post(batch).await;
         self.stats.attempt(started.elapsed());
-        result?;
-        self.stats.delivered(batch, Instant::now());
-        Ok(())
+        let answer = result?;
+        let now = Instant::now();
+        let mut failure = PartialFailure::new();
+        for (i, status) in answer.results.iter().enumerate() {
+            match status {
+                ItemStatus::Stored => {}
+                ItemStatus::Rejected { reason } => {
+                    failure.reject(i, reason.clone());
+                }
+                ItemStatus::Retry { .. } => {
+                    failure.retry(i);
+                }
+            }
+        }
+        let stored = batch.iter().zip(&answer.results).filter(|(_, s)| **s == ItemStatus::Stored);
+        self.stats.delivered_some(stored.map(|(r, _)| r), now);
+        self.stats.retried_alone(failure.retries().len() as u64);
+        if failure.is_empty() { Ok(()) } else { Err(failure.into()) }
     }
 }
 

@@ -17,6 +17,8 @@ pub(crate) struct DeliveryStats {
     busy_micros: AtomicU64,
     /// Handler attempts.
     attempts: AtomicU64,
+    /// Readings a per-item answer asked to send again (alone, without their batch).
+    retried_alone: AtomicU64,
 }
 
 /// A snapshot of [`DeliveryStats`].
@@ -34,6 +36,8 @@ pub(crate) struct StatsSnapshot {
     pub(crate) busy: Duration,
     /// Handler attempts.
     pub(crate) attempts: u64,
+    /// Readings a per-item answer asked to send again (HTTP mode).
+    pub(crate) retried_alone: u64,
 }
 
 impl DeliveryStats {
@@ -45,6 +49,7 @@ impl DeliveryStats {
             ),
             busy_micros: AtomicU64::new(0),
             attempts: AtomicU64::new(0),
+            retried_alone: AtomicU64::new(0),
         }
     }
 
@@ -56,10 +61,21 @@ impl DeliveryStats {
 
     /// Records the latency of every reading of a batch delivered at `at`.
     pub(crate) fn delivered(&self, readings: &[Reading], at: Instant) {
+        self.delivered_some(readings.iter(), at);
+    }
+
+    /// Records the latency of the readings of a batch that the sink took at `at`, when it
+    /// answered per reading.
+    pub(crate) fn delivered_some<'a>(&self, readings: impl Iterator<Item = &'a Reading>, at: Instant) {
         let mut hist = self.latency.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         for r in readings {
             hist.saturating_record(micros(at.saturating_duration_since(r.accepted)).max(1));
         }
+    }
+
+    /// Counts readings a per-item answer asked to send again.
+    pub(crate) fn retried_alone(&self, n: u64) {
+        self.retried_alone.fetch_add(n, Ordering::Relaxed);
     }
 
     /// The numbers so far.
@@ -72,6 +88,7 @@ impl DeliveryStats {
             max: Duration::from_micros(hist.max()),
             busy: Duration::from_micros(self.busy_micros.load(Ordering::Relaxed)),
             attempts: self.attempts.load(Ordering::Relaxed),
+            retried_alone: self.retried_alone.load(Ordering::Relaxed),
         }
     }
 }

@@ -15,7 +15,7 @@ use batch_tokio::Trigger;
 /// labels besides the batcher's, and the divisor from the field to the scraped value. Names
 /// follow batch_tokio::export with Prometheus' recommended naming (dots to underscores,
 /// `_total` on counters, `_seconds` on the age).
-const SERIES: [(&str, &str, &str, f64); 20] = [
+const SERIES: [(&str, &str, &str, f64); 22] = [
     ("buffered", "otel_sdk_processor_queue_size", "", 1.0),
     ("rejected", "otel_sdk_processor_processed_total", "error_type=rejected", 1.0),
     ("evicted", "otel_sdk_processor_processed_total", "error_type=queue_full", 1.0),
@@ -31,6 +31,8 @@ const SERIES: [(&str, &str, &str, f64); 20] = [
     ("retries", "batch_retries_total", "", 1.0),
     ("failed_attempts", "batch_attempts_failed_total", "", 1.0),
     ("panics", "batch_panics_total", "", 1.0),
+    ("rejected_by_handler", "otel_sdk_exporter_exported_total", "error_type=rejected_by_handler", 1.0),
+    ("expired", "otel_sdk_processor_processed_total", "error_type=expired", 1.0),
     ("micros", "batch_item_age_max_seconds", "", 1e6),
     // The gateway builds batch-tokio with `disk-store` (--store, --mqtt's spill).
     ("stored", "batch_store_items", "", 1.0),

@@ -36,11 +36,39 @@ fn sqlite_mode_passes_its_self_check() {
     assert!(out.contains("one row per transaction"), "{out}");
 }
 
+/// The number after `label` in the summary (thousands separators removed).
+fn figure(out: &str, label: &str) -> u64 {
+    let line = out
+        .lines()
+        .find(|l| l.trim_start().starts_with(label))
+        .unwrap_or_else(|| panic!("no {label:?} in {out}"));
+    let rest = line.trim_start()[label.len()..].trim_start();
+    let digits: String =
+        rest.chars().take_while(|c| c.is_ascii_digit() || *c == ',').filter(char::is_ascii_digit).collect();
+    digits.parse().unwrap_or_else(|_| panic!("no number in {line:?}"))
+}
+
 #[test]
 fn http_mode_passes_its_self_check_with_retries_and_dead_letters() {
-    let out = run("http", &["--http", "--outage-ms", "150", "--dead-letters", "dead.jsonl"]);
+    // A garbled reading in ten and a 400 ms outage: per-item rejections, retries, expiry.
+    let out = run(
+        "http",
+        &["--http", "--outage-ms", "400", "--malformed-rate", "0.1", "--dead-letters", "dead.jsonl"],
+    );
     assert!(out.contains("unique readings stored by the collector"), "{out}");
     assert!(out.contains("one reading per request"), "{out}");
+    // delivered, rejected, dead-lettered and expired apart, adding up to accepted (the
+    // self-check, asserted by `run`, checks the same against each reading's key).
+    let [produced, delivered, rejected, dead, expired, refused] =
+        ["produced", "delivered", "rejected by the sink", "dead-lettered", "expired", "refused at add"]
+            .map(|label| figure(&out, label));
+    assert_eq!(figure(&out, "accepted"), produced - refused, "{out}");
+    assert_eq!(delivered + rejected + dead + expired + refused, produced, "{out}");
+    assert!(rejected > 0 && expired + dead > 0, "{out}");
+    assert!(out.contains("readings sent again alone (per-item answers)"), "{out}");
+    let garbled = format!("readings rejected by the sink ({rejected}) = the garbled ones that reached it");
+    assert!(out.contains(&garbled), "{out}");
+    assert!(out.contains("no temperature value") && out.contains("temperature out of range"), "{out}");
 }
 
 #[test]
