@@ -150,6 +150,32 @@ pub trait Handler<T> {
         defmt::warn!("{} items expired (batch {})", items.len(), info.map(|i| i.seq));
         let _ = (items, info);
     }
+
+    /// Receives, by value, the items of stored batch `seq`, evicted from a full store under
+    /// [`Overflow::DropOldest`](crate::Overflow::DropOldest) to make room for a newer spill
+    /// (feature `store`; called by a [`StoreRunner`](crate::StoreRunner)). They count as
+    /// `evicted` in the metrics. The default logs it with defmt (with the `defmt` feature) and
+    /// drops them.
+    ///
+    /// ```
+    /// use batch_embassy::{BatchInfo, Handler};
+    /// use heapless::vec::VecView;
+    /// /// Counts what a full flash pushed out.
+    /// struct Uplink { evicted: usize }
+    /// impl Handler<u16> for Uplink {
+    ///     type Error = ();
+    ///     async fn handle(&mut self, _: &[u16], _: BatchInfo) -> Result<(), ()> { Ok(()) }
+    ///     fn evicted(&mut self, items: &mut VecView<u16>, _seq: u64) {
+    ///         self.evicted += items.len(); // or summarise them, or keep the newest
+    ///     }
+    /// }
+    /// ```
+    #[cfg(feature = "store")]
+    fn evicted(&mut self, items: &mut VecView<T>, seq: u64) {
+        #[cfg(feature = "defmt")]
+        defmt::warn!("stored batch {} evicted ({} items): the store is full", seq, items.len());
+        let _ = (items, seq);
+    }
 }
 
 impl<T, E, F> Handler<T> for F
@@ -200,5 +226,9 @@ where
     }
     fn rejected(&mut self, item: T, index: usize, info: BatchInfo) {
         self.0.rejected(item, index, info);
+    }
+    #[cfg(feature = "store")]
+    fn evicted(&mut self, items: &mut VecView<T>, seq: u64) {
+        self.0.evicted(items, seq);
     }
 }

@@ -11,10 +11,13 @@
 //!   first runner to start locks the store, calls [`Store::recover`] and reports it
 //!   ([`recovered`]); the others find it done when they get the lock. A failed recovery is
 //!   retried after the configured base retry delay.
-//! - **Spill, load, remove, floor, evict** ([`StoreOp`]): performed by an idle runner, in its own
-//!   batch buffer. A [`StoreOp::Load`] reads the oldest stored batch into that buffer and the
-//!   runner delivers it like any other batch (trigger [`Trigger::Store`](crate::Trigger::Store)).
-//!   Removals come when the core asks for them: at a stored batch's final outcome.
+//! - **Spill, load, remove, floor, evict** ([`StoreOp`]): performed by a runner in its batch
+//!   buffer when it holds no batch, or in its second buffer (see below) while it holds one. A
+//!   [`StoreOp::Load`] reads the oldest stored batch into the batch buffer and the runner
+//!   delivers it like any other batch (trigger [`Trigger::Store`](crate::Trigger::Store)).
+//!   Removals come when the core asks for them: at a stored batch's final outcome. A batch
+//!   evicted from a full store under [`Overflow::DropOldest`](crate::Overflow::DropOldest) goes
+//!   to [`Handler::evicted`].
 //! - **Write-ahead** ([`StorePolicy::write_ahead`]): the runner that cut the batch appends it
 //!   before attempt 1 and reports it with [`handle_written`].
 //!
@@ -36,12 +39,24 @@
 //! store before its next operation; if the runner is dropped first, the batch stays in the store
 //! until the next boot, which delivers it again (at least once: a consumer deduplicates by seq).
 //!
-//! # What a runner holding a batch does not do
+//! # Store operations while a batch is held
 //!
-//! Store operations need a free batch buffer: a runner waiting to retry its batch (or holding it
-//! while paused) performs none. With `max_in_flight(1)` and the batch held in a back-off while
-//! paused, a full buffer makes producers wait instead of spilling until the batch reaches its
-//! outcome; run more flight slots (and runners) for spilling during back-offs.
+//! A runner waiting to retry its batch (a back-off), or holding it while the batcher is paused,
+//! keeps that batch in its batch buffer. So that an outage still spills with one flight slot
+//! (`max_in_flight(1)`, the common firmware setup), each `StoreRunner` owns a **second buffer of
+//! `N` items** for the operations that do not start a batch: spills ([`StoreOp::Append`]),
+//! removals, sequence-number floors and evictions. It costs `N * size_of::<T>()` bytes (plus a
+//! length word) of RAM per store runner, in the runner task's future; it holds items only while
+//! such an operation runs (a spill cancelled half-way gives them back to RAM with [`unspill`],
+//! in order, as from the batch buffer).
+//!
+//! A load needs the batch buffer, so a runner that holds a batch must never be handed one. The
+//! core asks for a load only when a flight slot is free and the batcher is not paused; a runner
+//! holding a batch therefore asks for store operations only while the batcher is paused or no
+//! flight slot is free (with one slot, whenever it holds its batch), where the core never asks
+//! for a load. Otherwise a flight slot is free and an idle runner (one per slot) does the store
+//! work. Between operations the holding runner sleeps until its retry, the next store deadline
+//! (a failed operation's retry) or a change (RAM filling up), never in a loop.
 //!
 //! [`poll_store`]: batch_core::BatchCore::poll_store
 //! [`recovered`]: batch_core::BatchCore::recovered
@@ -100,6 +115,9 @@ where
 {
     runner: Runner<'a, M, T, N, F, H>,
     store: &'s Mutex<SM, S>,
+    /// The buffer for store operations while `runner` holds a batch in its own (see the
+    /// [module documentation](self)): empty between operations.
+    spare: heapless::Vec<T, N>,
     /// A batch this runner's cancelled append may have left in the store without the core
     /// counting it: removed before its next operation.
     undo: Option<u64>,
@@ -111,6 +129,7 @@ impl<M: RawMutex, T, const N: usize, const F: usize, H: Handler<T>, SM: RawMutex
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("StoreRunner")
             .field("runner", &self.runner)
+            .field("spare", &self.spare.len())
             .field("undo", &self.undo)
             .finish_non_exhaustive()
     }
@@ -151,7 +170,7 @@ impl<'a, M: RawMutex, T, const N: usize, const F: usize, H: Handler<T>> Runner<'
         self,
         store: &'s Mutex<SM, S>,
     ) -> StoreRunner<'a, 's, M, T, N, F, H, SM, S> {
-        StoreRunner { runner: self, store, undo: None }
+        StoreRunner { runner: self, store, spare: heapless::Vec::new(), undo: None }
     }
 }
 
@@ -249,8 +268,9 @@ where
                 // Outside the lock: an item's `Drop` is user code.
                 runner.batch.clear();
             }
-            let (batch, held) = (&mut runner.batch, &mut runner.held);
-            let next = runner.batcher.wait(|st, _| Self::next(st, batch, held)).await;
+            self.spare.clear();
+            let (batch, held, spare) = (&mut runner.batch, &mut runner.held, &mut self.spare);
+            let next = runner.batcher.wait(|st, _| Self::next(st, batch, held, spare)).await;
             match next {
                 Next::Recover => self.recover().await,
                 Next::Store(op) => self.perform(op).await,
@@ -273,18 +293,20 @@ where
         }
     }
 
-    /// Under the lock: with a batch held, what [`Runner`] does with it; otherwise recovery, then
-    /// the next store operation, then the next cut.
+    /// Under the lock: with a batch held, what [`Runner`] does with it, or else a store
+    /// operation in `spare`; otherwise recovery, then the next store operation, then the next
+    /// cut.
     fn next(
         st: &mut State<T, N, F>,
         batch: &mut heapless::Vec<T, N>,
         held: &mut Option<BatchInfo>,
+        spare: &mut heapless::Vec<T, N>,
     ) -> Step<Next> {
         if held.is_some() {
             return match Runner::<'_, M, T, N, F, H>::next(st, batch, held) {
                 Step::Ready(true) => Step::Ready(Next::Run { write_ahead: false }),
                 Step::Ready(false) => Step::Ready(Next::GiveBack),
-                Step::Wait(at) => Step::Wait(at),
+                Step::Wait(retry_at) => Self::next_while_holding(st, spare, retry_at),
             };
         }
         if st.aborted {
@@ -307,6 +329,34 @@ where
         }
         // The next cut, or a failed store operation's retry.
         Step::Wait(st.core.poll_timeout().map(crate::to_embassy))
+    }
+
+    /// Under the lock, for a runner that holds a batch waiting for `retry_at` (`None`: paused):
+    /// the next store operation, performed in `spare`, where the core cannot ask for a load
+    /// (paused, or no flight slot free); else wait for the retry or the next store deadline.
+    fn next_while_holding(
+        st: &mut State<T, N, F>,
+        spare: &mut heapless::Vec<T, N>,
+        retry_at: Option<embassy_time::Instant>,
+    ) -> Step<Next> {
+        let core = &mut st.core;
+        let slots = core.config().get_max_in_flight().min(F);
+        if !core.is_paused() && core.in_flight() < slots {
+            // A load may be due: it needs a batch buffer, so an idle runner takes it.
+            return Step::Wait(retry_at);
+        }
+        let now = crate::now();
+        if let Some(op) = core.poll_store(now, spare) {
+            debug_assert!(!matches!(op, StoreOp::Load { .. }), "no load while paused or every slot busy");
+            return Step::Ready(Next::Store(op));
+        }
+        // A failed store operation's retry (`poll_store` forgot a passed one, so a past instant
+        // here is another deadline, some other runner's: not waited for, or it would spin).
+        let store_at = core.poll_timeout().filter(|at| *at > now).map(crate::to_embassy);
+        Step::Wait(match (retry_at, store_at) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        })
     }
 
     /// Reads the store's content from before the boot, unless another runner did.
@@ -343,11 +393,14 @@ where
         }
     }
 
-    /// Performs `op` (handed out by `poll_store`) and reports it.
+    /// Performs `op` (handed out by `poll_store`) and reports it: in the batch buffer, or in the
+    /// second buffer while the runner holds a batch.
     async fn perform(&mut self, op: StoreOp) {
-        let batcher = self.runner.batcher;
-        let mut guard =
-            OpGuard { batcher, batch: &mut self.runner.batch, op: Some(op), undo: &mut self.undo };
+        let Runner { batcher, handler, batch, held, .. } = &mut self.runner;
+        let batcher = *batcher;
+        let holding = held.is_some();
+        let buffer = if holding { &mut self.spare } else { batch };
+        let mut guard = OpGuard { batcher, batch: buffer, op: Some(op), undo: &mut self.undo };
         let (turn, mut store) = lock(batcher, self.store).await;
         let done = match op {
             StoreOp::PersistFloor { floor } => {
@@ -376,12 +429,14 @@ where
                 });
                 return;
             }
+            // Not reachable while holding (`next_while_holding` asks only where no load comes):
+            // failed, and retried by a runner with a free buffer.
+            StoreOp::Load { .. } if holding => Err(StoreError::Full),
             StoreOp::Load { after } => match store.read_after(after, &mut *guard.batch).await {
                 Ok(Some(seq)) => {
                     drop((store, turn));
                     guard.op = None;
                     let len = guard.batch.len();
-                    let held = &mut self.runner.held;
                     let loaded = batcher.with(|st| {
                         let flush = st.core.handle_store(crate::now(), StoreDone::Loaded { seq, len });
                         if let Some(flush) = &flush {
@@ -417,6 +472,9 @@ where
         }
         report(batcher, done);
         // Items of an evicted batch (they count as evicted), outside the lock.
+        if let StoreDone::Evicted { seq, .. } = done {
+            handler.evicted(guard.batch.as_mut_view(), seq);
+        }
         guard.batch.clear();
     }
 

@@ -2,7 +2,8 @@
 //! Host tests on embassy-time's mock driver (virtual time moves only when no task is runnable):
 //! spill while paused and drain in order, write-ahead across a "reboot" on the real
 //! `FlashStore` over a NOR flash in RAM, runners cancelled in the middle of store operations,
-//! and several runners sharing one store.
+//! several runners sharing one store, and an outage with one flight slot: the runner spills
+//! while it holds its failing batch (also cancelled half-way), and a full store evicts.
 #![cfg(feature = "flash-store")]
 #![allow(missing_docs, clippy::cast_possible_truncation)]
 
@@ -14,13 +15,14 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use batch_core::storage::BatchBuf;
 use batch_core::store::{Recovered, Store, StoreError};
-use batch_embassy::{BatchInfo, Batcher, Config, FlashStore, StorePolicy, millis};
+use batch_embassy::{BatchInfo, Batcher, Config, FlashStore, Handler, Overflow, StorePolicy, millis};
 use common::{Exec, serial};
 use embassy_futures::select::select;
 use embassy_sync::blocking_mutex::raw::NoopRawMutex;
 use embassy_sync::mutex::Mutex;
-use embassy_time::{Duration, Timer};
+use embassy_time::{Duration, Instant, Timer};
 use flash_support::{CODEC, Flash, LAYOUT, PAGES, Rng};
+use heapless::vec::VecView;
 
 /// What a store did, for the checks: the batches it acknowledged, the ones it holds, and
 /// operations that were cancelled half-way or overlapped.
@@ -131,11 +133,13 @@ impl<S: Store<u32>> Store<u32> for Watched<'_, S> {
     }
 }
 
-/// A store in memory (batches by seq, a floor), for the tests that do not need flash.
+/// A store in memory (batches by seq, a floor), for the tests that do not need flash; with a
+/// `limit`, it refuses an append when it holds that many batches (`StoreError::Full`).
 #[derive(Debug, Default)]
 struct Mem {
     batches: BTreeMap<u64, Vec<u32>>,
     floor: u64,
+    limit: Option<usize>,
 }
 
 impl Store<u32> for Mem {
@@ -147,6 +151,9 @@ impl Store<u32> for Mem {
     }
     async fn append(&mut self, seq: u64, items: &[u32]) -> Result<(), StoreError<()>> {
         assert!(self.batches.keys().all(|&s| s < seq), "appends in seq order");
+        if self.limit.is_some_and(|limit| self.batches.len() >= limit) {
+            return Err(StoreError::Full);
+        }
         self.batches.insert(seq, items.to_vec());
         Ok(())
     }
@@ -486,5 +493,204 @@ fn several_runners_share_one_store_one_operation_at_a_time_and_recover_once() {
     let m = b.metrics();
     assert!(m.is_consistent(), "{m:?}");
     assert_eq!((m.delivered, m.stored, m.accepted), (102, 0, 102));
+    assert!(store.try_lock().unwrap().inner.batches.is_empty());
+}
+
+/// An uplink that fails every attempt while `up` is false (the batcher is not paused: the
+/// runner holds its batch in back-off), and keeps what it was given and what was evicted.
+struct Flaky<'t> {
+    up: &'t Cell<bool>,
+    given: &'t RefCell<Vec<Given>>,
+    evicted: &'t RefCell<Vec<(u64, Vec<u32>)>>,
+}
+
+impl Handler<u32> for Flaky<'_> {
+    type Error = ();
+    async fn handle(&mut self, items: &[u32], info: BatchInfo) -> Result<(), ()> {
+        Timer::after_millis(1).await; // air time
+        let ok = self.up.get();
+        let g = Given { boot: 0, seq: info.seq, attempt: info.attempt, items: items.to_vec(), ok };
+        self.given.borrow_mut().push(g);
+        if ok { Ok(()) } else { Err(()) }
+    }
+    fn evicted(&mut self, items: &mut VecView<u32>, seq: u64) {
+        self.evicted.borrow_mut().push((seq, items.drain(..).collect()));
+    }
+}
+
+/// One flight slot, retries without end: the first batch cut is held (failing, backing off)
+/// for as long as the uplink is down.
+const OUTAGE: Config = Config::new()
+    .max_batch(4)
+    .linger(millis(5))
+    .max_attempts(1000)
+    .retry_delays(millis(2), millis(8))
+    .max_in_flight(1)
+    .store(StorePolicy::new().seq_block(16));
+
+/// Every item delivered exactly once (no duplicate among the successful attempts), in
+/// acceptance order.
+fn assert_delivered_once_in_order(given: &[Given], want: &[u32]) {
+    let delivered: Vec<u32> = given.iter().filter(|g| g.ok).flat_map(|g| g.items.iter().copied()).collect();
+    assert_eq!(delivered, want, "each item delivered once, FIFO across the store");
+}
+
+#[test]
+fn an_outage_with_one_flight_slot_spills_while_the_runner_holds_its_batch_and_loses_nothing() {
+    let _g = serial();
+    let log = RefCell::new(Log::default());
+    let store = Mutex::<NoopRawMutex, _>::new(Watched::new(Mem::default(), &log));
+    let b: Batcher<NoopRawMutex, u32, 8> = Batcher::new(OUTAGE);
+    let (up, given, evicted) = (Cell::new(false), RefCell::new(Vec::new()), RefCell::new(Vec::new()));
+    let longest_wait = Cell::new(Duration::from_ticks(0));
+    let mut exec = Exec::new();
+    let runner = exec.spawn(async {
+        let handler = Flaky { up: &up, given: &given, evicted: &evicted };
+        b.runner(handler).store(&store).run().await;
+    });
+    exec.spawn(async {
+        // 200 items, 25 times the RAM, while every attempt fails.
+        for i in 0..200 {
+            let asked = Instant::now();
+            assert_eq!(b.add(i).await, Ok(None), "nothing is refused or evicted: RAM spills");
+            longest_wait.set(longest_wait.get().max(asked.elapsed()));
+            Timer::after_millis(1).await;
+        }
+        Timer::after_millis(200).await; // still down, nothing to do but retry
+        up.set(true);
+        b.shutdown().await;
+    });
+    exec.run_for(Duration::from_millis(250), POLLS);
+    // The outage so far: the runner holds its first batch and spilled everything beyond RAM.
+    let m = b.metrics();
+    assert_eq!(m.batches_in_flight, 1, "{m:?}");
+    assert!(given.borrow().iter().all(|g| !g.ok && g.seq == given.borrow()[0].seq), "one batch, failing");
+    assert!(given.borrow().len() > 10, "retried: {}", given.borrow().len());
+    assert!(m.stored >= 200 - 8 - 4, "everything beyond RAM and the held batch is stored: {m:?}");
+    assert_eq!(m.stored as usize, store.try_lock().unwrap().inner.batches.values().map(Vec::len).sum());
+    assert_eq!(longest_wait.get(), Duration::from_ticks(0), "no producer waited for the uplink");
+    // Quiet outage: the held runner sleeps until its retries (every 8 ms), it does not spin.
+    let before = exec.polls(runner);
+    exec.run_for(Duration::from_millis(100), POLLS);
+    let quiet = exec.polls(runner) - before;
+    assert!(quiet <= 50, "{quiet} polls of the runner in 100 ms of back-off (12 retries)");
+
+    exec.run_all(Duration::from_secs(60), POLLS);
+    let given = given.take();
+    assert_delivered_once_in_order(&given, &(0..200).collect::<Vec<_>>());
+    let log = log.take();
+    assert!(log.acked.len() >= 45, "spilled batches: {}", log.acked.len());
+    for (seq, items) in &log.acked {
+        assert!(given.iter().any(|g| g.ok && g.seq == *seq && &g.items == items), "stored batch {seq}");
+    }
+    assert!(store.try_lock().unwrap().inner.batches.is_empty(), "removed at their final outcome");
+    let m = b.metrics();
+    assert!(m.is_consistent(), "{m:?}");
+    assert_eq!((m.delivered, m.stored, m.rejected, m.evicted, m.dead_lettered), (200, 0, 0, 0, 0));
+    assert_eq!(m.flushes.get(batch_embassy::Trigger::Store), log.acked.len() as _);
+    assert!(evicted.borrow().is_empty());
+    assert!(!log.overlapped);
+}
+
+#[test]
+fn a_spill_cancelled_while_the_runner_holds_its_batch_gives_the_items_back_in_order() {
+    let _g = serial();
+    let log = RefCell::new(Log::default());
+    let mut watched = Watched::new(Mem::default(), &log);
+    watched.delay = Some(Duration::from_millis(3));
+    let store = Mutex::<NoopRawMutex, _>::new(watched);
+    let b: Batcher<NoopRawMutex, u32, 8> = Batcher::new(OUTAGE);
+    let (up, given, evicted) = (Cell::new(false), RefCell::new(Vec::new()), RefCell::new(Vec::new()));
+    let cancels = Cell::new(0u32);
+    let mut exec = Exec::new();
+    exec.spawn(async {
+        let handler = Flaky { up: &up, given: &given, evicted: &evicted };
+        let mut runner = b.runner(handler).store(&store);
+        // Lose to a timer of 1..7 ms again and again: in spills, removals, loads, back-offs.
+        let mut rng = Rng(5);
+        while !b.is_finished() {
+            let timeout = Timer::after_millis(1 + rng.below(7));
+            if let embassy_futures::select::Either::Second(()) = select(runner.run(), timeout).await {
+                cancels.set(cancels.get() + 1);
+            }
+        }
+    });
+    exec.spawn(async {
+        for i in 0..150 {
+            b.add(i).await.unwrap();
+            Timer::after_millis(1).await;
+        }
+        up.set(true);
+        b.shutdown().await;
+    });
+    exec.run_for(Duration::from_millis(140), POLLS);
+    // Still down: every append so far was a spill made while the runner held its batch.
+    assert_eq!(b.metrics().batches_in_flight, 1);
+    assert!(given.borrow().iter().all(|g| !g.ok));
+    let cancelled = log.borrow().cancelled.get("append").copied().unwrap_or(0);
+    assert!(cancelled > 0, "no spill was cancelled: {:?}", log.borrow().cancelled);
+    assert!(!log.borrow().acked.is_empty(), "spills went through too");
+
+    exec.run_all(Duration::from_secs(600), POLLS);
+    assert_delivered_once_in_order(&given.take(), &(0..150).collect::<Vec<_>>());
+    let m = b.metrics();
+    assert!(m.is_consistent(), "{m:?}");
+    assert_eq!((m.delivered, m.stored, m.returned, m.evicted), (150, 0, 0, 0), "{m:?}");
+    assert!(m.store_failures > 0, "a cancelled spill counts as a failed store operation");
+    assert!(store.try_lock().unwrap().inner.batches.is_empty(), "a cancelled append left a batch behind");
+    assert!(!log.borrow().overlapped);
+    assert!(cancels.get() > 20, "{}", cancels.get());
+}
+
+#[test]
+fn batches_evicted_from_a_full_store_reach_the_handler() {
+    let _g = serial();
+    let log = RefCell::new(Log::default());
+    let mem = Mem { limit: Some(3), ..Mem::default() };
+    let store = Mutex::<NoopRawMutex, _>::new(Watched::new(mem, &log));
+    let b: Batcher<NoopRawMutex, u32, 8> = Batcher::new(OUTAGE.overflow(Overflow::DropOldest));
+    let (up, given, evicted) = (Cell::new(false), RefCell::new(Vec::new()), RefCell::new(Vec::new()));
+    let dropped = RefCell::new(Vec::new()); // evicted from RAM by a push, if any
+    let mut exec = Exec::new();
+    exec.spawn(async {
+        let handler = Flaky { up: &up, given: &given, evicted: &evicted };
+        b.runner(handler).store(&store).run().await;
+    });
+    exec.spawn(async {
+        for i in 0..100 {
+            if let Some(old) = b.add(i).await.unwrap() {
+                dropped.borrow_mut().push(old);
+            }
+            Timer::after_millis(1).await;
+        }
+        up.set(true);
+        b.shutdown().await;
+    });
+    exec.run_all(Duration::from_secs(60), POLLS);
+
+    let evicted = evicted.take();
+    assert!(evicted.len() >= 10, "a store of 3 batches evicted the oldest: {evicted:?}");
+    let seqs: Vec<u64> = evicted.iter().map(|(seq, _)| *seq).collect();
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "oldest first: {seqs:?}");
+    assert!(evicted.iter().all(|(_, items)| items.len() == 4), "whole batches");
+    let log = log.take();
+    for (seq, items) in &evicted {
+        assert_eq!(log.acked.get(seq), Some(items), "batch {seq} was stored with these items");
+    }
+    // Every item either delivered (once, in order) or evicted: from the store to the handler, or
+    // from RAM back to the producer.
+    let given = given.take();
+    let delivered: Vec<u32> = given.iter().filter(|g| g.ok).flat_map(|g| g.items.iter().copied()).collect();
+    assert!(delivered.windows(2).all(|w| w[0] < w[1]), "in order: {delivered:?}");
+    let mut all: Vec<u32> = delivered.clone();
+    all.extend(evicted.iter().flat_map(|(_, items)| items.iter().copied()));
+    all.extend(dropped.borrow().iter().copied());
+    all.sort_unstable();
+    assert_eq!(all, (0..100).collect::<Vec<_>>(), "nothing lost without a trace, nothing twice");
+    let m = b.metrics();
+    assert!(m.is_consistent(), "{m:?}");
+    let by_handler = evicted.iter().map(|(_, items)| items.len()).sum::<usize>();
+    assert_eq!(m.evicted as usize, by_handler + dropped.borrow().len(), "{m:?}");
+    assert_eq!((m.delivered as usize, m.stored), (delivered.len(), 0));
     assert!(store.try_lock().unwrap().inner.batches.is_empty());
 }
