@@ -15,7 +15,9 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use batch_core::storage::BatchBuf;
 use batch_core::store::{Recovered, Store, StoreError};
-use batch_embassy::{BatchInfo, Batcher, Config, FlashStore, Handler, Overflow, StorePolicy, millis};
+use batch_embassy::{
+    BatchInfo, Batcher, Config, FlashStore, Handler, Overflow, StorePolicy, StoreRunner, millis,
+};
 use common::{Exec, serial};
 use embassy_futures::select::select;
 use embassy_sync::blocking_mutex::raw::NoopRawMutex;
@@ -358,6 +360,23 @@ fn write_ahead_and_a_reboot_redeliver_every_acknowledged_batch_at_least_once_in_
     assert_eq!(log.recovers, 2);
 }
 
+/// Runs `runner` until `b` is finished, losing to a timer of 1..7 ms (drawn from `seed`) again
+/// and again; counts the times it lost in `cancels`.
+async fn run_cancelled<H: Handler<u32>, S: Store<u32>>(
+    b: &Batcher<NoopRawMutex, u32, 8>,
+    runner: &mut StoreRunner<'_, '_, NoopRawMutex, u32, 8, 1, H, NoopRawMutex, S>,
+    seed: u64,
+    cancels: &Cell<u32>,
+) {
+    let mut rng = Rng(seed);
+    while !b.is_finished() {
+        let timeout = Timer::after_millis(1 + rng.below(7));
+        if let embassy_futures::select::Either::Second(()) = select(runner.run(), timeout).await {
+            cancels.set(cancels.get() + 1);
+        }
+    }
+}
+
 #[test]
 fn runners_cancelled_in_the_middle_of_store_operations_lose_nothing() {
     let _g = serial();
@@ -385,14 +404,8 @@ fn runners_cancelled_in_the_middle_of_store_operations_lose_nothing() {
                 Ok::<(), ()>(())
             })
             .store(&store);
-        // Lose to a timer of 1..7 ms again and again: in flash writes, reads, removals, waits.
-        let mut rng = Rng(7);
-        while !b.is_finished() {
-            let timeout = Timer::after_millis(1 + rng.below(7));
-            if let embassy_futures::select::Either::Second(()) = select(runner.run(), timeout).await {
-                cancels.set(cancels.get() + 1);
-            }
-        }
+        // In flash writes, reads, removals, waits.
+        run_cancelled(&b, &mut runner, 7, &cancels).await;
     });
     exec.spawn(async {
         let mut rng = Rng(11);
@@ -606,14 +619,8 @@ fn a_spill_cancelled_while_the_runner_holds_its_batch_gives_the_items_back_in_or
     exec.spawn(async {
         let handler = Flaky { up: &up, given: &given, evicted: &evicted };
         let mut runner = b.runner(handler).store(&store);
-        // Lose to a timer of 1..7 ms again and again: in spills, removals, loads, back-offs.
-        let mut rng = Rng(5);
-        while !b.is_finished() {
-            let timeout = Timer::after_millis(1 + rng.below(7));
-            if let embassy_futures::select::Either::Second(()) = select(runner.run(), timeout).await {
-                cancels.set(cancels.get() + 1);
-            }
-        }
+        // In spills, removals, loads, back-offs.
+        run_cancelled(&b, &mut runner, 5, &cancels).await;
     });
     exec.spawn(async {
         for i in 0..150 {
