@@ -102,6 +102,12 @@ pub enum Failure {
         /// Readings lost.
         lost: u64,
     },
+    /// The store run: an outage that produced more readings than RAM holds, all in one boot,
+    /// spilled nothing to the store (store and forward broken: producers waited instead).
+    NothingSpilled {
+        /// Readings produced during the outage (at the sensors' rates).
+        outage_readings: u32,
+    },
 }
 
 /// Up to this many failures are kept; more are only counted.
@@ -209,7 +215,9 @@ impl Report {
                 lost
             );
             log_info!(
-                "summary: store: {} batches loaded from flash, {} store operations failed, {} readings lost by the store",
+                "summary: store: {=u32} readings spilled in {=u32} batches, {} batches loaded from flash, {} store operations failed, {} readings lost by the store",
+                s.spilled_readings,
+                s.spilled_batches,
                 m.flushes.get(Trigger::Store),
                 before.store_failures + m.store_failures,
                 m.store_lost
@@ -348,6 +356,16 @@ pub fn check_power_cut(ledger: &Ledger, before: &Metrics, after: &Metrics, plan:
     }
     if lost > (crate::CAPACITY + crate::MAX_BATCH) as u64 {
         report.fail(Failure::TooManyLost { lost });
+    }
+    // An outage longer than RAM spills, if one boot saw it whole (the cut fell outside it).
+    let (down, up) = (plan.outage_at.as_millis(), (plan.outage_at + plan.outage_for).as_millis());
+    let outage_readings: u32 = SENSORS.iter().map(|s| s.readings_in(plan.outage_for)).sum();
+    if let Some(cut) = ledger.store.cut_at_ms
+        && (cut < down || cut >= up)
+        && outage_readings as usize > crate::CAPACITY
+        && ledger.store.spilled_readings == 0
+    {
+        report.fail(Failure::NothingSpilled { outage_readings });
     }
     report.power_cut = Some((*before, lost));
     if let Some(first) = ledger.first_anomaly {

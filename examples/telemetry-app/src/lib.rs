@@ -32,7 +32,8 @@
 //! ```
 //!
 //! Memory: the batcher holds [`CAPACITY`] readings of 12 bytes, the runner one batch buffer of
-//! the same size, the ledger about 200 bytes; no allocator.
+//! the same size (the store run's store runner a second one, for spills while it holds a
+//! batch), the ledger about 200 bytes; no allocator.
 #![cfg_attr(not(test), no_std)]
 #![forbid(unsafe_code)]
 
@@ -100,9 +101,10 @@ pub struct Plan {
 }
 
 /// The run every firmware makes: three seconds of sampling, with the link down for 500 ms from
-/// 1.167 s: long enough to fill the buffer, so that producers feel backpressure, and (in the QEMU
-/// run) in the middle of a transfer, so that one attempt fails with the link down and its retry
-/// waits for the link to come back.
+/// 1.167 s: long enough to fill the buffer, so that producers feel backpressure (in the store
+/// run the readings beyond RAM spill to flash instead), and (in the QEMU run) in the middle of a
+/// transfer, so that one attempt fails with the link down and its retry waits for the link to
+/// come back (the runner holds that batch throughout the outage).
 pub const PLAN: Plan = Plan {
     run_for: Duration::from_secs(3),
     outage_at: Duration::from_millis(1167),

@@ -6,7 +6,10 @@
 //!   [`FlashStore`](batch_embassy::FlashStore): six pages of batches, two of sequence-number
 //!   floors.
 //! - **The policy** ([`STORE_CONFIG`]): [`CONFIG`](crate::CONFIG) with write-ahead (every batch is
-//!   on flash before its first attempt and removed at its final outcome) and spill on overflow.
+//!   on flash before its first attempt and removed at its final outcome) and spill on overflow:
+//!   during the link outage the runner holds its failed batch until the link is back, and the
+//!   readings beyond RAM are spilled to flash by the store runner (in its second buffer) and
+//!   loaded back, oldest first, after it, so the producers never wait for the uplink.
 //! - **The power cut**: armed at a moment drawn from a seed; the first flash program unit (a word
 //!   written or a page erased) at or after it is torn (a random part of its bits), the power is
 //!   off from then on (every flash operation fails, nothing the first boot's tasks do counts) and
@@ -20,7 +23,8 @@
 //!   final outcome at least once, unless it was lost in RAM: produced before the cut and never
 //!   acknowledged by the store (the [`Durable`] wrapper marks in the ledger every reading whose
 //!   batch the store acknowledged). A reading may be delivered twice only if the store held it
-//!   (a batch redelivered after the reboot); the counters of both boots add up to the ledger's.
+//!   (a batch redelivered after the reboot); the counters of both boots add up to the ledger's;
+//!   and an outage that one boot saw whole spilled (the [`Durable`] wrapper counts the spills).
 
 use batch_core::storage::BatchBuf;
 use batch_core::store::record::Codec;
@@ -124,6 +128,11 @@ pub struct StoreLedger {
     pub redelivered: u32,
     /// The broken build's replay happened.
     pub replayed: bool,
+    /// Batches the store acknowledged as spills (RAM full and the runner unable to send: the
+    /// outage), and their readings.
+    pub spilled_batches: u32,
+    /// Readings in those batches.
+    pub spilled_readings: u32,
 }
 
 impl Default for StoreLedger {
@@ -146,6 +155,8 @@ impl StoreLedger {
             recovered_items: 0,
             redelivered: 0,
             replayed: false,
+            spilled_batches: 0,
+            spilled_readings: 0,
         }
     }
 
@@ -178,6 +189,14 @@ impl Ledger {
         }
         for r in items {
             set(&mut self.store.durable, r.sensor, r.seq);
+        }
+    }
+
+    /// Records a spill the store acknowledged.
+    pub(crate) fn record_spill(&mut self, items: &[Reading]) {
+        if self.powered() {
+            self.store.spilled_batches += 1;
+            self.store.spilled_readings += items.len() as u32;
         }
     }
 
@@ -382,8 +401,16 @@ impl<S: Store<Reading>> Store<Reading> for Durable<'_, S> {
     }
 
     async fn append(&mut self, seq: u64, items: &[Reading]) -> Result<(), StoreError<S::Error>> {
+        // A spill's items count as stored while it is written; a write-ahead append comes only
+        // with nothing stored ahead of RAM (stored batches go first): nothing counts as stored.
+        let spill = self.app.readings().metrics().stored > 0;
         self.inner.append(seq, items).await?;
-        self.app.with_ledger(|l| l.mark_durable(items));
+        self.app.with_ledger(|l| {
+            l.mark_durable(items);
+            if spill {
+                l.record_spill(items);
+            }
+        });
         Ok(())
     }
 

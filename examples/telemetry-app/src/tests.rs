@@ -184,4 +184,20 @@ mod power_cut {
         let report = check_power_cut(&ledger, &metrics, &Metrics::default(), &PLAN);
         assert_eq!(failures(&report), [Failure::Lost { sensor: 2, seq: 7, durable: true }]);
     }
+
+    #[test]
+    fn an_outage_seen_whole_by_one_boot_must_spill() {
+        let (mut ledger, metrics) = perfect_run();
+        ledger.store.produced_at_cut = ledger.sensors.map(|s| s.produced);
+        let end = (PLAN.outage_at + PLAN.outage_for).as_millis();
+        // The cut fell inside the outage: no boot saw it whole, no spill needed.
+        ledger.store.cut_at_ms = Some(end - 1);
+        assert_eq!(failures(&check_power_cut(&ledger, &metrics, &Metrics::default(), &PLAN)), []);
+        // After it: the first boot saw it whole, and spilled nothing.
+        ledger.store.cut_at_ms = Some(end);
+        let report = check_power_cut(&ledger, &metrics, &Metrics::default(), &PLAN);
+        assert_eq!(failures(&report), [Failure::NothingSpilled { outage_readings: 80 }]);
+        ledger.record_spill(&[Reading { sensor: 0, value: 0, seq: 5, at_ms: 0 }]);
+        assert_eq!(failures(&check_power_cut(&ledger, &metrics, &Metrics::default(), &PLAN)), []);
+    }
 }
