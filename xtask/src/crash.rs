@@ -28,7 +28,8 @@ use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::Instant;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
 
 use crate::util::{Result, cargo, root, run};
 
@@ -40,6 +41,10 @@ const DEFAULT_KILLS: u32 = 24;
 const MAX_LINES_BEFORE_KILL: u64 = 3000;
 /// Readings per run are numbered from `run * RUN_STRIDE` (the gateway's `store_mode`).
 const RUN_STRIDE: u64 = 1_000_000_000;
+/// A backstop, not a timing: a run that has not ended this long after it started is killed and
+/// the test fails (a hang in recovery or the drain fails CI instead of stalling it). Runs take
+/// well under a second here.
+const HANG_LIMIT: Duration = Duration::from_secs(90);
 /// The gateway's arguments for every run.
 const GATEWAY_ARGS: [&str; 6] = ["--metrics-addr", "off", "--sensors", "16", "--rate", "0"];
 
@@ -146,6 +151,15 @@ fn run_gateway(
         .spawn()
         .map_err(|e| format!("starting {}: {e}", bin.display()))?;
     let stdout = child.stdout.take().ok_or("no stdout pipe")?;
+    let (done, watch) = mpsc::channel::<()>();
+    let pid = child.id().to_string();
+    let watchdog = std::thread::spawn(move || {
+        let hung = watch.recv_timeout(HANG_LIMIT) == Err(mpsc::RecvTimeoutError::Timeout);
+        if hung {
+            let _ = Command::new("kill").args(["-KILL", &pid]).status();
+        }
+        hung
+    });
     let mut out = Output { durable: Vec::new(), other: Vec::new(), success: false };
     let mut killed = false;
     for line in BufReader::new(stdout).lines() {
@@ -161,7 +175,12 @@ fn run_gateway(
             killed = true;
         }
     }
-    let status = child.wait().map_err(|e| format!("waiting for the gateway: {e}"))?;
+    let status = child.wait().map_err(|e| format!("waiting for the gateway: {e}"));
+    let _ = done.send(());
+    let status = status?;
+    if watchdog.join().unwrap_or(true) {
+        return Err(format!("a run did not end within {HANG_LIMIT:?}; see {}", stderr.display()));
+    }
     if kill_after.is_some() && !killed {
         return Err(format!("a run ended ({status}) before its kill point; see {}", stderr.display()));
     }
