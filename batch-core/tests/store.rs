@@ -422,3 +422,17 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_slow_but_healthy_sink_gets_backpressure_not_spills_and_a_failing_one_spills() {
+    let mut rig = Rig::new(config(StorePolicy::new()), 8, 1);
+    assert_eq!(rig.push(12), 12, "4 cut and running, 8 in RAM");
+    assert_eq!(rig.push(1), 0, "full while the batch runs: producers wait, nothing spills");
+    assert!(rig.core.must_wait());
+    assert!(rig.store.batches.is_empty());
+    rig.fail_all(); // the uplink is failing: the batch waits to retry
+    assert_eq!(rig.store.batches.len(), 1, "now RAM's front goes to the store");
+    assert_eq!(rig.push(4), 4);
+    rig.drain();
+    assert_eq!(rig.first_deliveries(), (0..16).collect::<Vec<_>>());
+}
