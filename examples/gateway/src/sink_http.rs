@@ -2,7 +2,7 @@
 //! A non-2xx answer fails the attempt, and the batcher retries it with backoff. A 2xx answer
 //! says what became of each reading ([`collector::Answer`](crate::collector::Answer)); the
 //! handler turns it into a per-item answer for the batcher, a
-//! [`PartialFailure`](batch_tokio::handler::PartialFailure): readings the collector asks for
+//! [`PartialFailure`]: readings the collector asks for
 //! again are retried alone, rejected ones go to `on_reject` with the collector's reason.
 
 use std::sync::Arc;
