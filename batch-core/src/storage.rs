@@ -213,6 +213,25 @@ pub struct InFlight {
     pub(crate) stored: bool,
 }
 
+impl InFlight {
+    /// The record of batch `seq` at its first attempt: `len` items from acceptance index
+    /// `first`, the oldest of which arrived at `born` (for `max_age`), in the store or not.
+    #[allow(unused_variables, reason = "born and stored are kept only with their features")]
+    pub(crate) const fn first_attempt(seq: u64, first: u64, len: u32, born: Instant, stored: bool) -> Self {
+        Self {
+            seq,
+            first,
+            len,
+            attempt: 1,
+            phase: Phase::Running,
+            #[cfg(feature = "uplink")]
+            born,
+            #[cfg(feature = "store")]
+            stored,
+        }
+    }
+}
+
 /// A bounded table of in-flight batch records.
 ///
 /// ```

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -34,26 +34,8 @@ fn batch(seq: u64) -> Vec<Reading> {
         .collect()
 }
 
-/// A directory of its own, removed at the end.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!("batch-disk-store-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        Self(dir)
-    }
-    fn file(&self) -> PathBuf {
-        self.0.join("store.db")
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+mod common;
+use common::TempDir;
 
 fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
@@ -89,7 +71,7 @@ fn send<S: Send>(s: S) -> S {
 
 #[tokio::test]
 async fn round_trip_in_seq_order() {
-    let dir = TempDir::new("round-trip");
+    let dir = TempDir::new("disk-store-round-trip");
     let mut store = open(&dir.file()).await;
     assert_eq!(store.recover().await.unwrap(), Recovered { batches: 0, items: 0, seq_floor: 0 });
     for seq in [3, 7, 8, 120] {
@@ -147,7 +129,7 @@ async fn round_trip_in_seq_order() {
 async fn the_runtime_thread_is_free_during_disk_io() {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicU64, Ordering};
-    let dir = TempDir::new("no-block");
+    let dir = TempDir::new("disk-store-no-block");
     let ticks = Arc::new(AtomicU64::new(0));
     let ticker = tokio::spawn({
         let ticks = ticks.clone();
@@ -174,7 +156,7 @@ async fn the_runtime_thread_is_free_during_disk_io() {
 
 #[tokio::test]
 async fn removes_the_oldest_and_a_middle_one() {
-    let dir = TempDir::new("remove");
+    let dir = TempDir::new("disk-store-remove");
     let mut store = open(&dir.file()).await;
     store.recover().await.unwrap();
     for seq in 1..=6 {
@@ -199,7 +181,7 @@ async fn removes_the_oldest_and_a_middle_one() {
 
 #[tokio::test]
 async fn full_at_its_byte_limit() {
-    let dir = TempDir::new("full");
+    let dir = TempDir::new("disk-store-full");
     let mut store = open(&dir.file()).await;
     store.recover().await.unwrap();
     store.set_max_bytes(Some(2_000));
@@ -231,7 +213,7 @@ async fn full_at_its_byte_limit() {
 
 #[tokio::test]
 async fn seq_floor_survives_reopen() {
-    let dir = TempDir::new("floor");
+    let dir = TempDir::new("disk-store-floor");
     let mut store = open(&dir.file()).await;
     store.recover().await.unwrap();
     store.persist_seq_floor(100).await.unwrap();
@@ -262,7 +244,7 @@ async fn seq_floor_survives_reopen() {
 #[tokio::test]
 async fn files_are_owner_only() {
     use std::os::unix::fs::PermissionsExt;
-    let dir = TempDir::new("mode");
+    let dir = TempDir::new("disk-store-mode");
     let path = dir.file();
     let mut store = open(&path).await;
     store.recover().await.unwrap();
@@ -279,7 +261,7 @@ async fn files_are_owner_only() {
 
 #[tokio::test]
 async fn one_owner_at_a_time() {
-    let dir = TempDir::new("in-use");
+    let dir = TempDir::new("disk-store-in-use");
     let mut store = open(&dir.file()).await;
     store.recover().await.unwrap();
     let second = DiskStore::<Reading>::open(dir.file(), TAG).await;
@@ -367,7 +349,7 @@ fn damage(path: &Path) {
 
 #[tokio::test]
 async fn corrupt_records_are_skipped_quarantined_and_reported() {
-    let dir = TempDir::new("corrupt");
+    let dir = TempDir::new("disk-store-corrupt");
     let path = dir.file();
     seven_batches(&path).await;
     damage(&path);
@@ -399,7 +381,7 @@ async fn corrupt_records_are_skipped_quarantined_and_reported() {
 
 #[tokio::test]
 async fn reads_skip_corrupt_records_without_recover() {
-    let dir = TempDir::new("corrupt-read");
+    let dir = TempDir::new("disk-store-corrupt-read");
     let path = dir.file();
     seven_batches(&path).await;
     damage(&path);
@@ -418,7 +400,7 @@ async fn reads_skip_corrupt_records_without_recover() {
 
 #[tokio::test]
 async fn files_that_are_not_a_store_are_refused() {
-    let dir = TempDir::new("not-a-store");
+    let dir = TempDir::new("disk-store-not-a-store");
     let path = dir.file();
     let not_a_store = |r: Result<DiskStore<Reading>, DiskStoreError>| match r {
         Err(e @ DiskStoreError::NotAStore { .. }) => e.to_string(),
@@ -649,7 +631,7 @@ impl Model {
 
 #[test]
 fn survives_being_killed_at_random_moments() {
-    let dir = TempDir::new("crash");
+    let dir = TempDir::new("disk-store-crash");
     let path = dir.file();
     let mut rng = Rng(0x5EED_0000_0000_0010);
     let exe = std::env::current_exe().unwrap();

@@ -6,7 +6,6 @@
 
 #![cfg(feature = "disk-store")]
 
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -15,26 +14,8 @@ use batch_tokio::{Batcher, DiskStore, StorePolicy};
 
 const TAG: u32 = 0x7E57_0001;
 
-/// A directory of its own, removed at the end.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!("batch-tokio-store-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        Self(dir)
-    }
-    fn file(&self) -> PathBuf {
-        self.0.join("store.db")
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+mod common;
+use common::TempDir;
 
 /// What the handler was given: `(seq, items)` per delivered batch.
 type Log = Arc<Mutex<Vec<(u64, Vec<u64>)>>>;
@@ -56,7 +37,7 @@ fn items(log: &Log) -> Vec<u64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_buffer_spills_to_disk_while_paused_and_drains_in_order_after_resume() {
-    let dir = TempDir::new("spill");
+    let dir = TempDir::new("tokio-store-spill");
     let store = DiskStore::<u64>::open(dir.file(), TAG).await.unwrap();
     let log = Log::default();
     let batcher = Batcher::builder()
@@ -84,7 +65,7 @@ async fn a_full_buffer_spills_to_disk_while_paused_and_drains_in_order_after_res
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_a_restart_stored_batches_go_first_under_their_seq_and_seqs_are_not_reused() {
-    let dir = TempDir::new("restart");
+    let dir = TempDir::new("tokio-store-restart");
     // First run: the uplink refuses everything; durable adds are written ahead.
     let store = DiskStore::<u64>::open(dir.file(), TAG).await.unwrap();
     let failing =
@@ -139,7 +120,7 @@ async fn after_a_restart_stored_batches_go_first_under_their_seq_and_seqs_are_no
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_durable_add_resolves_once_written_while_the_handler_still_runs() {
-    let dir = TempDir::new("durable");
+    let dir = TempDir::new("tokio-store-durable");
     let store = DiskStore::<u64>::open(dir.file(), TAG).await.unwrap();
     let (release, released) = tokio::sync::watch::channel(false);
     let batcher = Batcher::builder()

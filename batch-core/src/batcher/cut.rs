@@ -85,17 +85,7 @@ impl<T, Q: Queue<T>, S: Slots> BatchCore<T, Q, S> {
         self.next_seq += 1;
         let write_ahead = self.cut_write_ahead(seq);
         self.pace_take(now);
-        let slot = InFlight {
-            seq,
-            first,
-            len: len as u32,
-            attempt: 1,
-            phase: Phase::Running,
-            #[cfg(feature = "uplink")]
-            born: self.marks.anchor(),
-            #[cfg(feature = "store")]
-            stored: false,
-        };
+        let slot = InFlight::first_attempt(seq, first, len as u32, self.marks.anchor(), false);
         let added = self.slots.push(slot);
         debug_assert!(added.is_ok(), "slot_free() checked for room");
         let oldest_age = now - self.marks.anchor();

@@ -696,17 +696,8 @@ impl<T, Q: Queue<T>, S: Slots> BatchCore<T, Q, S> {
         s.cursor = Some(seq);
         // Stored items precede RAM in acceptance order: this batch's first item.
         let first = self.front_index() - self.stored_items() - len_items;
-        let slot = InFlight {
-            seq,
-            first,
-            len: len as u32,
-            attempt: 1,
-            phase: Phase::Running,
-            // Its items' arrival is not on record: `max_age` does not apply to it.
-            #[cfg(feature = "uplink")]
-            born: Instant::MAX,
-            stored: true,
-        };
+        // Its items' arrival is not on record: `max_age` does not apply to it.
+        let slot = InFlight::first_attempt(seq, first, len as u32, Instant::MAX, true);
         if self.slots.push(slot).is_err() {
             // No slot (a driver bug: loads are asked for only with one free): keep it stored.
             let s = &mut self.store;
