@@ -50,12 +50,10 @@
 //! such an operation runs (a spill cancelled half-way gives them back to RAM with [`unspill`],
 //! in order, as from the batch buffer).
 //!
-//! A load needs the batch buffer, so a runner that holds a batch must never be handed one. The
-//! core asks for a load only when a flight slot is free and the batcher is not paused; a runner
-//! holding a batch therefore asks for store operations only while the batcher is paused or no
-//! flight slot is free (with one slot, whenever it holds its batch), where the core never asks
-//! for a load. Otherwise a flight slot is free and an idle runner (one per slot) does the store
-//! work. Between operations the holding runner sleeps until its retry, the next store deadline
+//! A load needs the batch buffer, so a runner that holds a batch must never be handed one: it
+//! asks the core with `poll_store_without_load`, which hands out every store operation but
+//! loads; loads go to an idle runner (one per slot). Between operations the holding runner
+//! sleeps until its retry, the next store deadline
 //! (a failed operation's retry) or a change (RAM filling up), never in a loop.
 //!
 //! [`poll_store`]: batch_core::BatchCore::poll_store
@@ -332,22 +330,17 @@ where
     }
 
     /// Under the lock, for a runner that holds a batch waiting for `retry_at` (`None`: paused):
-    /// the next store operation, performed in `spare`, where the core cannot ask for a load
-    /// (paused, or no flight slot free); else wait for the retry or the next store deadline.
+    /// the next store operation other than a load (`poll_store_without_load`), performed in
+    /// `spare`; else wait for the retry or the next store deadline.
     fn next_while_holding(
         st: &mut State<T, N, F>,
         spare: &mut heapless::Vec<T, N>,
         retry_at: Option<embassy_time::Instant>,
     ) -> Step<Next> {
         let core = &mut st.core;
-        let slots = core.config().get_max_in_flight().min(F);
-        if !core.is_paused() && core.in_flight() < slots {
-            // A load may be due: it needs a batch buffer, so an idle runner takes it.
-            return Step::Wait(retry_at);
-        }
         let now = crate::now();
-        if let Some(op) = core.poll_store(now, spare) {
-            debug_assert!(!matches!(op, StoreOp::Load { .. }), "no load while paused or every slot busy");
+        // Never a load: a loaded batch needs a batch buffer to run in, so an idle runner takes it.
+        if let Some(op) = core.poll_store_without_load(now, spare) {
             return Step::Ready(Next::Store(op));
         }
         // A failed store operation's retry (`poll_store` forgot a passed one, so a past instant
@@ -429,8 +422,8 @@ where
                 });
                 return;
             }
-            // Not reachable while holding (`next_while_holding` asks only where no load comes):
-            // failed, and retried by a runner with a free buffer.
+            // Not reachable while holding (`next_while_holding` asks with
+            // `poll_store_without_load`): failed, and retried by a runner with a free buffer.
             StoreOp::Load { .. } if holding => Err(StoreError::Full),
             StoreOp::Load { after } => match store.read_after(after, &mut *guard.batch).await {
                 Ok(Some(seq)) => {

@@ -458,6 +458,31 @@ impl<T, Q: Queue<T>, S: Slots> BatchCore<T, Q, S> {
     /// ([`StoreOp::Append`]) the batch's items are moved into `out` (which needs room for
     /// `max_batch` items). Call it after every input, with [`poll_flush`](Self::poll_flush).
     pub fn poll_store<B: BatchBuf<T>>(&mut self, now: Instant, out: &mut B) -> Option<StoreOp> {
+        self.next_store_op(now, out, true)
+    }
+
+    /// Like [`poll_store`](Self::poll_store), for a driver task whose batch buffer is taken (it
+    /// holds a batch waiting to retry) and which performs store operations in a spare buffer:
+    /// never a [`StoreOp::Load`] (a loaded batch needs a buffer to run in; another task takes
+    /// it), everything else as `poll_store`.
+    ///
+    /// ```
+    /// use batch_core::{Batch, Batcher, Config, Instant};
+    /// use batch_core::store::{Recovered, StoreDone, StoreOp, StorePolicy};
+    /// let mut core: Batcher<u8, 4> = Batcher::new(Config::new().store(StorePolicy::new()));
+    /// let (t, mut spare) = (Instant::ZERO, Batch::<u8, 4>::new());
+    /// assert!(core.recovered(Recovered { batches: 1, items: 2, seq_floor: 5000 }));
+    /// let floor = core.poll_store_without_load(t, &mut spare); // reserve numbers first
+    /// assert_eq!(floor, Some(StoreOp::PersistFloor { floor: 6024 }));
+    /// assert_eq!(core.handle_store(t, StoreDone::FloorPersisted), None);
+    /// assert_eq!(core.poll_store_without_load(t, &mut spare), None); // a load is due, not here
+    /// assert_eq!(core.poll_store(t, &mut spare), Some(StoreOp::Load { after: None }));
+    /// ```
+    pub fn poll_store_without_load<B: BatchBuf<T>>(&mut self, now: Instant, out: &mut B) -> Option<StoreOp> {
+        self.next_store_op(now, out, false)
+    }
+
+    fn next_store_op<B: BatchBuf<T>>(&mut self, now: Instant, out: &mut B, load: bool) -> Option<StoreOp> {
         let policy = self.config.get_store()?;
         if !self.store.ready || self.store.pending.is_some() {
             return None;
@@ -489,7 +514,7 @@ impl<T, Q: Queue<T>, S: Slots> BatchCore<T, Q, S> {
             return Some(StoreOp::Evict { after });
         }
         // Then loads, oldest first, into free flight slots.
-        if batches > 0 && self.paused_at.is_none() && self.slot_free() && self.pace_allows(now) {
+        if load && batches > 0 && self.paused_at.is_none() && self.slot_free() && self.pace_allows(now) {
             self.pace_take(now);
             self.store.pending = Some(Pending::Load);
             return Some(StoreOp::Load { after });
