@@ -90,6 +90,11 @@ pub struct Flush {
     /// Store and forward's write-ahead (feature `store`): append the batch to the store before
     /// its first attempt and report with `handle_written`. Always `false` without a store.
     pub write_ahead: bool,
+    /// A batch loaded from the store (feature `store`) already older than
+    /// [`Config::max_age`](crate::Config): it is final (counted as expired, and removed from the
+    /// store by a later [`StoreOp::Remove`](crate::store::StoreOp)); no attempt runs and no
+    /// completion is reported. The driver hands the buffer's items to its expiry path.
+    pub expired: bool,
 }
 
 /// How an attempt ended, reported with [`BatchCore::handle_completion`].
@@ -154,6 +159,21 @@ pub enum Completion {
     },
     /// The batch failed, and its oldest item would be older than `max_age` at the next attempt:
     /// it is final, and the driver hands its items to the expiry path.
+    Expired {
+        /// Items expired.
+        len: usize,
+    },
+}
+
+/// What [`BatchCore::poll_retry`] decided for a batch whose retry is due.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[must_use = "run the attempt, or hand the items to the expiry path"]
+pub enum Retry {
+    /// Run attempt number `n` now, on the items the driver kept.
+    Attempt(u32),
+    /// Too old to send now (`max_age`, feature `uplink`): final and counted as expired; the
+    /// driver hands the `len` items it kept to its expiry path.
     Expired {
         /// Items expired.
         len: usize,

@@ -89,7 +89,7 @@ pub mod storage;
 pub mod store;
 mod time;
 
-pub use crate::batcher::{Batch, BatchCore, Batcher, Completion, Flush, FlushToken, Outcome};
+pub use crate::batcher::{Batch, BatchCore, Batcher, Completion, Flush, FlushToken, Outcome, Retry};
 pub use crate::config::{Config, ConfigError, Overflow};
 pub use crate::error::PushError;
 pub use crate::metrics::{Count, FlushCounts, Metrics, Trigger};

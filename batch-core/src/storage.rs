@@ -205,9 +205,10 @@ pub struct InFlight {
     pub(crate) len: u32,
     pub(crate) attempt: u32,
     pub(crate) phase: Phase,
-    /// The arrival of its oldest item (as far as the marks tell; for `max_age`).
+    /// The last moment it may start an attempt under `max_age` (its oldest item's arrival, as
+    /// far as the marks or the store's record tell, plus `max_age`; `Instant::MAX` without).
     #[cfg(feature = "uplink")]
-    pub(crate) born: Instant,
+    pub(crate) expires: Instant,
     /// The batch is in the store (loaded from it, or written ahead and acknowledged).
     #[cfg(feature = "store")]
     pub(crate) stored: bool,
@@ -215,9 +216,15 @@ pub struct InFlight {
 
 impl InFlight {
     /// The record of batch `seq` at its first attempt: `len` items from acceptance index
-    /// `first`, the oldest of which arrived at `born` (for `max_age`), in the store or not.
-    #[allow(unused_variables, reason = "born and stored are kept only with their features")]
-    pub(crate) const fn first_attempt(seq: u64, first: u64, len: u32, born: Instant, stored: bool) -> Self {
+    /// `first`, to be sent no later than `expires` (for `max_age`), in the store or not.
+    #[allow(unused_variables, reason = "expires and stored are kept only with their features")]
+    pub(crate) const fn first_attempt(
+        seq: u64,
+        first: u64,
+        len: u32,
+        expires: Instant,
+        stored: bool,
+    ) -> Self {
         Self {
             seq,
             first,
@@ -225,7 +232,7 @@ impl InFlight {
             attempt: 1,
             phase: Phase::Running,
             #[cfg(feature = "uplink")]
-            born,
+            expires,
             #[cfg(feature = "store")]
             stored,
         }

@@ -5,7 +5,8 @@
 #![cfg(feature = "store")]
 #![allow(missing_docs)]
 
-use batch_core::store::record::{Codec, Corrupt, FORMAT_VERSION, HEADER_LEN};
+use batch_core::store::StoredBatch;
+use batch_core::store::record::{Codec, Corrupt, FORMAT_VERSION, HEADER_LEN, TRAILER_LEN};
 use proptest::prelude::*;
 use serde::{Deserialize, Serialize};
 
@@ -25,9 +26,14 @@ fn reading() -> impl Strategy<Value = Reading> {
         .prop_map(|(sensor, seq, value, label, ok)| Reading { sensor, seq, value, label, ok })
 }
 
+/// A batch whose birth is derived from its seq (so the round trip checks both).
+fn batch(seq: u64) -> StoredBatch {
+    StoredBatch { seq, born_ms: seq.rotate_left(17) ^ 0x5A5A }
+}
+
 fn encode(seq: u64, items: &[Reading]) -> Vec<u8> {
     let mut buf = vec![0u8; 64 + items.len() * 32];
-    CODEC.encode(seq, items, &mut buf).unwrap().to_vec()
+    CODEC.encode(batch(seq), items, &mut buf).unwrap().to_vec()
 }
 
 proptest! {
@@ -37,7 +43,7 @@ proptest! {
     fn records_round_trip(seq in any::<u64>(), items in prop::collection::vec(reading(), 0..20)) {
         let bytes = encode(seq, &items);
         let mut out: heapless::Vec<Reading, 32> = heapless::Vec::new();
-        prop_assert_eq!(CODEC.decode(&bytes, &mut out), Ok(seq));
+        prop_assert_eq!(CODEC.decode(&bytes, &mut out), Ok(batch(seq)));
         prop_assert_eq!(&out[..], &items[..]);
         prop_assert_eq!(CODEC.peek(&bytes), Ok((seq, items.len() as u32)));
     }
@@ -125,5 +131,34 @@ fn a_record_with_more_items_than_room_is_refused_whole() {
 fn a_buffer_too_small_to_encode_into_is_an_error() {
     let items = [Reading { sensor: 1, seq: 2, value: 3, label: *b"abc", ok: false }];
     let mut small = [0u8; 30];
-    assert!(CODEC.encode(0, &items, &mut small).is_err());
+    assert!(CODEC.encode(batch(0), &items, &mut small).is_err());
+}
+
+/// CRC-32 (ISO-HDLC), bit by bit, independent of the crate's implementation.
+fn crc32(bytes: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &b in bytes {
+        crc ^= u32::from(b);
+        for _ in 0..8 {
+            crc = if crc & 1 == 1 { (crc >> 1) ^ 0xEDB8_8320 } else { crc >> 1 };
+        }
+    }
+    !crc
+}
+
+#[test]
+fn a_record_of_format_version_1_is_still_read_with_its_birth_unknown() {
+    let items = [Reading { sensor: 4, seq: 5, value: -6, label: *b"abc", ok: false }];
+    let v2 = encode(77, &items);
+    // Version 1 is version 2 without the 8-byte birth after the seq.
+    let mut v1 = [&v2[..17], &v2[25..v2.len() - TRAILER_LEN]].concat();
+    v1[4] = 1;
+    let crc = crc32(&v1);
+    v1.extend_from_slice(&crc.to_le_bytes());
+    let mut out: heapless::Vec<Reading, 4> = heapless::Vec::new();
+    let read = CODEC.decode(&v1, &mut out);
+    assert_eq!(read, Ok(StoredBatch { seq: 77, born_ms: StoredBatch::BORN_UNKNOWN }));
+    assert_eq!(&out[..], &items);
+    assert_eq!(read.unwrap().age_at(u64::MAX - 1), batch_core::Duration::ZERO, "an unknown birth is no age");
+    assert_eq!(CODEC.peek(&v1), Ok((77, 1)));
 }

@@ -8,7 +8,7 @@ mod sim;
 use batch_core::storage::{InFlight, Queue};
 use batch_core::{
     Batch, BatchCore, Batcher, Completion, Config, ConfigError, Duration, Instant, Outcome, Overflow,
-    PushError, Trigger,
+    PushError, Retry, Trigger,
 };
 use sim::{Sim, at_ms, deliver_after, fail_first, ms};
 
@@ -840,7 +840,7 @@ fn time_going_backwards_does_not_panic() {
     core.pause(at_ms(200));
     core.resume(at_ms(150)); // "resumed before it paused": no shift, no panic
     assert_eq!(core.retry_at(f.seq), Some(at_ms(110)));
-    assert_eq!(core.poll_retry(at_ms(110), f.seq), Some(2));
+    assert_eq!(core.poll_retry(at_ms(110), f.seq), Some(Retry::Attempt(2)));
     assert!(core.metrics().is_consistent());
 }
 

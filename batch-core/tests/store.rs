@@ -10,7 +10,7 @@ mod store_rig;
 
 use batch_core::store::{Recovered, StoreDone, StoreOp, StorePolicy};
 use batch_core::{
-    Batch, Batcher, Config, ConfigError, Duration, Instant, Outcome, Overflow, PushError, Trigger,
+    Batch, Batcher, Config, ConfigError, Duration, Instant, Outcome, Overflow, PushError, Retry, Trigger,
 };
 use proptest::prelude::*;
 use store_rig::Rig;
@@ -34,6 +34,17 @@ fn nothing_is_accepted_before_the_boot_s_recovery_and_recovered_items_count_as_s
     let m = core.metrics();
     assert_eq!((m.accepted, m.stored, m.buffered, m.rejected), (8, 7, 1, 1));
     assert!(m.is_consistent());
+}
+
+#[test]
+fn a_batcher_closed_before_its_store_recovered_is_not_finished_until_the_store_is_drained() {
+    // A driver that stops its lanes on `is_finished` must not stop before the store said what
+    // it holds: those batches would never be sent.
+    let mut core: Batcher<u32, 8> = Batcher::new(config(StorePolicy::new()));
+    core.close();
+    assert!(!core.is_finished(), "what the store holds is unknown yet");
+    assert!(core.recovered(Recovered { batches: 1, items: 2, seq_floor: 10 }));
+    assert!(!core.is_finished(), "a stored batch to deliver");
 }
 
 #[test]
@@ -206,10 +217,58 @@ fn a_loaded_batch_is_reported_as_such() {
     assert_eq!(core.poll_store(t, &mut io), Some(StoreOp::PersistFloor { floor: 1034 }));
     assert_eq!(core.handle_store(t, StoreDone::FloorPersisted), None);
     assert_eq!(core.poll_store(t, &mut io), Some(StoreOp::Load { after: None }));
-    let f = core.handle_store(t, StoreDone::Loaded { seq: 9, len: 2 }).unwrap();
+    let f = core.handle_store(t, StoreDone::Loaded { seq: 9, len: 2, age: Duration::ZERO }).unwrap();
     assert_eq!((f.seq, f.trigger, f.first_item, f.write_ahead), (9, Trigger::Store, 0, false));
     let _ = core.handle_completion(t, 9, Outcome::Delivered);
     assert_eq!(core.poll_store(t, &mut io), Some(StoreOp::Remove { seq: 9 }));
+}
+
+/// A batch stored while paused, loaded back `age` old (as its record says).
+#[cfg(feature = "uplink")]
+fn load_stored(max_age: Duration, age: Duration) -> (Batcher<u32, 8>, batch_core::Flush) {
+    let mut core: Batcher<u32, 8> =
+        Batcher::new(config(StorePolicy::new()).max_attempts(10).max_age(max_age));
+    assert!(core.recovered(Recovered { batches: 1, items: 2, seq_floor: 10 }));
+    let (t, mut io) = (Instant::ZERO, Batch::<u32, 8>::new());
+    assert!(matches!(core.poll_store(t, &mut io), Some(StoreOp::PersistFloor { .. })));
+    assert_eq!(core.handle_store(t, StoreDone::FloorPersisted), None);
+    assert_eq!(core.poll_store(t, &mut io), Some(StoreOp::Load { after: None }));
+    let f = core.handle_store(t, StoreDone::Loaded { seq: 9, len: 2, age }).unwrap();
+    (core, f)
+}
+
+#[cfg(feature = "uplink")]
+#[test]
+fn a_stored_batch_too_old_when_it_leaves_the_store_is_expired_not_sent() {
+    let (mut core, f) = load_stored(ms(60_000), ms(60_001));
+    assert!(f.expired, "not sent: handed to the expiry path");
+    assert_eq!((f.seq, f.len, f.oldest_age), (9, 2, ms(60_001)));
+    let m = core.metrics();
+    assert_eq!((m.expired, m.in_flight, m.stored), (2, 0, 0));
+    assert!(m.is_consistent());
+    // Final once the store removed it, as any stored batch.
+    assert!(!core.is_finished());
+    let t = Instant::ZERO;
+    assert_eq!(core.poll_store(t, &mut Batch::<u32, 8>::new()), Some(StoreOp::Remove { seq: 9 }));
+    assert_eq!(core.handle_store(t, StoreDone::Removed), None);
+    core.close();
+    assert!(core.is_finished());
+}
+
+#[cfg(feature = "uplink")]
+#[test]
+fn a_stored_batch_keeps_its_age_for_its_retries() {
+    // 50 s old when loaded, max 60 s: sent; the retry at 0.1 s is fine; one 10 s later is not.
+    let (mut core, f) = load_stored(ms(60_000), ms(50_000));
+    assert!(!f.expired);
+    let t = Instant::ZERO;
+    let c = core.handle_completion(t, f.seq, Outcome::Failed);
+    assert!(matches!(c, Some(batch_core::Completion::Retry { attempt: 2, .. })), "{c:?}");
+    assert_eq!(core.poll_retry(t + ms(100), f.seq), Some(Retry::Attempt(2)));
+    core.pause(t + ms(200));
+    core.resume(t + ms(10_001));
+    let _ = core.handle_completion(t + ms(10_001), f.seq, Outcome::Failed);
+    assert_eq!(core.metrics().expired, 2, "10.001 s later the batch is 60.001 s old");
 }
 
 #[test]
@@ -247,7 +306,7 @@ fn a_push_that_fills_the_buffer_wakes_the_driver_when_a_spill_can_make_room() {
     assert_eq!(core.poll_store(t, &mut io), None, "room left: no spill yet");
     core.push(t, 7).unwrap();
     assert!(core.poll_wake(), "a driver asleep since the last batch must come and spill");
-    assert_eq!(core.poll_store(t, &mut io), Some(StoreOp::Append { seq: 0, len: 4 }));
+    assert_eq!(core.poll_store(t, &mut io), Some(StoreOp::Append { seq: 0, len: 4, age: Duration::ZERO }));
 }
 
 #[test]

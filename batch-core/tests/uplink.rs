@@ -3,7 +3,7 @@
 
 #[cfg(feature = "uplink")]
 use batch_core::ConfigError;
-use batch_core::{Batch, Batcher, Completion, Config, Duration, Instant, Outcome};
+use batch_core::{Batch, Batcher, Completion, Config, Duration, Instant, Outcome, Retry};
 
 const T0: Instant = Instant::ZERO;
 
@@ -39,7 +39,7 @@ fn a_partial_answer_retries_only_the_rest_under_the_same_seq_and_schedule() {
     assert_eq!(m.failed_attempts, 1);
     assert!(m.is_consistent());
     // The 2 left: the next attempt is the same batch, smaller.
-    assert_eq!(core.poll_retry(at(100), f.seq), Some(2));
+    assert_eq!(core.poll_retry(at(100), f.seq), Some(Retry::Attempt(2)));
     assert_eq!(core.in_flight_items(), 2);
     let c = core.handle_completion(at(100), f.seq, Outcome::Delivered);
     assert_eq!(c, Some(Completion::Delivered { len: 2 }));
@@ -139,12 +139,61 @@ fn a_batch_that_would_be_too_old_at_its_retry_expires_instead() {
     let f = core.poll_flush(T0, &mut Batch::<u32, 16>::new()).unwrap();
     // Attempt 1 fails at 0: the retry at 100 ms is within the age.
     assert!(matches!(core.handle_completion(T0, f.seq, Outcome::Failed), Some(Completion::Retry { .. })));
-    assert_eq!(core.poll_retry(at(100), f.seq), Some(2));
+    assert_eq!(core.poll_retry(at(100), f.seq), Some(Retry::Attempt(2)));
     // Attempt 2 fails at 100: the retry would be at 300 ms, past 250.
     assert_eq!(core.handle_completion(at(100), f.seq, Outcome::Failed), Some(Completion::Expired { len: 2 }));
     let m = core.metrics();
     assert_eq!((m.expired, m.in_flight, m.dead_lettered), (2, 0, 0));
     assert!(m.is_consistent());
+}
+
+#[cfg(feature = "uplink")]
+#[test]
+fn a_retry_that_comes_late_expires_instead_of_sending_stale_items() {
+    // The retry was due in time (100 ms < 250 ms), but the uplink was paused meanwhile: by the
+    // resume the items are too old, and the retry hands them back instead.
+    let config = Config::new().max_batch(2).max_attempts(10).max_age(ms(250));
+    let mut core = filled(config, 2);
+    let f = core.poll_flush(T0, &mut Batch::<u32, 16>::new()).unwrap();
+    let Some(Completion::Retry { at: due, .. }) = core.handle_completion(T0, f.seq, Outcome::Failed) else {
+        panic!("a retry")
+    };
+    assert_eq!(due, at(100));
+    core.pause(at(50));
+    core.resume(at(400));
+    let later = core.retry_at(f.seq).unwrap();
+    assert_eq!(core.poll_retry(later, f.seq), Some(Retry::Expired { len: 2 }));
+    let m = core.metrics();
+    assert_eq!((m.expired, m.in_flight, m.retries), (2, 0, 0));
+    assert!(m.is_consistent());
+    assert_eq!(core.in_flight(), 0);
+    // A driver that was simply late (not scheduled) gets the same answer.
+    let mut core = filled(Config::new().max_batch(2).max_age(ms(250)), 2);
+    let f = core.poll_flush(T0, &mut Batch::<u32, 16>::new()).unwrap();
+    let _ = core.handle_completion(T0, f.seq, Outcome::Failed);
+    assert_eq!(core.poll_retry(at(251), f.seq), Some(Retry::Expired { len: 2 }));
+    assert_eq!(core.poll_retry(at(251), f.seq), None, "final: nothing more to retry");
+}
+
+#[cfg(feature = "uplink")]
+#[test]
+fn each_batch_in_flight_keeps_its_own_age_when_another_completes() {
+    // Two batches in flight, 200 ms apart; the older completes first and its record is removed
+    // (the younger one's record moves into its place): the younger keeps its own age.
+    let config = Config::new().max_batch(1).max_in_flight(2).max_attempts(10).max_age(ms(250));
+    let mut core: Batcher<u32, 16, 2> = Batcher::new(config);
+    core.push(T0, 1).unwrap();
+    let old = core.poll_flush(T0, &mut Batch::<u32, 16>::new()).unwrap();
+    core.push(at(200), 2).unwrap();
+    let young = core.poll_flush(at(200), &mut Batch::<u32, 16>::new()).unwrap();
+    assert_eq!(
+        core.handle_completion(at(200), old.seq, Outcome::Delivered),
+        Some(Completion::Delivered { len: 1 })
+    );
+    // The young batch fails at 200: its retry at 300 is 100 ms after its item arrived.
+    let c = core.handle_completion(at(200), young.seq, Outcome::Failed);
+    assert_eq!(c, Some(Completion::Retry { attempt: 2, at: at(300) }), "not expired by the old batch's age");
+    assert_eq!(core.poll_retry(at(300), young.seq), Some(Retry::Attempt(2)));
 }
 
 #[cfg(feature = "uplink")]
@@ -213,5 +262,5 @@ fn retries_are_not_paced() {
     let mut core = filled(config, 2);
     let f = core.poll_flush(T0, &mut Batch::<u32, 16>::new()).unwrap();
     let _ = core.handle_completion(T0, f.seq, Outcome::Failed);
-    assert_eq!(core.poll_retry(at(50), f.seq), Some(2), "the retry keeps its own schedule");
+    assert_eq!(core.poll_retry(at(50), f.seq), Some(Retry::Attempt(2)), "the retry keeps its own schedule");
 }

@@ -78,7 +78,7 @@
 //! # }
 //! # impl MultiwriteNorFlash for RamFlash {}
 //! use batch_core::store::record::Codec;
-//! use batch_core::store::Store;
+//! use batch_core::store::{Store, StoredBatch};
 //! use batch_embassy::{FlashLayout, FlashStore};
 //!
 //! /// Six pages for batches, two for the floor; an invalid layout fails the build here.
@@ -93,9 +93,10 @@
 //! let found = store.recover().await.unwrap(); // at boot, before anything else
 //! assert_eq!(found.batches, 0);
 //!
-//! store.append(found.seq_floor, &[20, 21, 22]).await.unwrap();
+//! let stored = StoredBatch { seq: found.seq_floor, born_ms: 1_500 }; // ms since boot
+//! store.append(stored, &[20, 21, 22]).await.unwrap();
 //! let mut batch: heapless::Vec<u16, 16> = heapless::Vec::new();
-//! assert_eq!(store.read_after(None, &mut batch).await.unwrap(), Some(found.seq_floor));
+//! assert_eq!(store.read_after(None, &mut batch).await.unwrap(), Some(stored));
 //! assert_eq!(&batch[..], &[20, 21, 22]);
 //! store.remove(found.seq_floor).await.unwrap();
 //!
@@ -112,7 +113,7 @@ use core::ops::Range;
 
 use batch_core::storage::BatchBuf;
 use batch_core::store::record::{Codec, Corrupt, EncodeError, HEADER_LEN, TRAILER_LEN};
-use batch_core::store::{Recovered, Store, StoreError};
+use batch_core::store::{Recovered, Store, StoreError, StoredBatch};
 use embedded_storage_async::nor_flash::{MultiwriteNorFlash, NorFlash};
 use sequential_storage::cache::{Cache, CacheImpl, Uncached};
 use sequential_storage::queue::{QueueConfig, QueueConfigError, QueueStorage};
@@ -465,8 +466,13 @@ impl<T> BatchBuf<T> for NoItems {
 /// Checks a batch record fully (queue CRC already passed): its seq and item count.
 fn check<T: DeserializeOwned>(codec: Codec, bytes: &[u8]) -> Result<(u64, u32), Corrupt> {
     let mut count = Count::<T>(0, PhantomData);
-    let seq = codec.decode::<T, _>(bytes, &mut count)?;
-    Ok((seq, count.0))
+    let batch = codec.decode::<T, _>(bytes, &mut count)?;
+    Ok((batch.seq, count.0))
+}
+
+/// A floor record: the floor in the seq field, no items.
+const fn floor_record(floor: u64) -> StoredBatch {
+    StoredBatch { seq: floor, born_ms: StoredBatch::BORN_UNKNOWN }
 }
 
 /// The codec of floor records: the batches' tag, complemented.
@@ -476,7 +482,7 @@ fn floor_codec(codec: Codec) -> Codec {
 
 /// A floor record's floor.
 fn floor_of<T: DeserializeOwned>(codec: Codec, bytes: &[u8]) -> Option<u64> {
-    floor_codec(codec).decode::<T, _>(bytes, &mut NoItems).ok()
+    floor_codec(codec).decode::<T, _>(bytes, &mut NoItems).ok().map(|floor| floor.seq)
 }
 
 /// An upper bound on the items a range can hold: every loop over a queue stops there.
@@ -540,13 +546,15 @@ where
         let mut floors = QueueStorage::new(queue.flash(), config, NoCache::new_uncached());
         // Leftovers of a cut between a write and its pops (never the highest floor).
         prune_floors::<T, _>(&mut floors, codec, &mut buf.0, state.floor).await?;
-        let len =
-            floor_codec(codec).encode::<T>(new, &[], &mut buf.0[..Self::USABLE]).map_err(encode_error)?.len();
+        let len = floor_codec(codec)
+            .encode::<T>(floor_record(new), &[], &mut buf.0[..Self::USABLE])
+            .map_err(encode_error)?
+            .len();
         match floors.push(&buf.0[..len], false).await {
             Err(sequential_storage::Error::FullStorage) => {
                 walk(&mut floors, &mut buf.0).await?;
                 let len = floor_codec(codec)
-                    .encode::<T>(new, &[], &mut buf.0[..Self::USABLE])
+                    .encode::<T>(floor_record(new), &[], &mut buf.0[..Self::USABLE])
                     .map_err(encode_error)?
                     .len();
                 floors.push(&buf.0[..len], false).await.map_err(ss)?;
@@ -578,8 +586,9 @@ where
         Err(StoreError::Io(FlashError::Internal))
     }
 
-    async fn push_batch(&mut self, seq: u64, items: &[T]) -> Result<(), Error<S::Error>> {
-        let len = self.codec.encode(seq, items, &mut self.buf.0[..Self::USABLE]).map_err(encode_error)?.len();
+    async fn push_batch(&mut self, batch: StoredBatch, items: &[T]) -> Result<(), Error<S::Error>> {
+        let len =
+            self.codec.encode(batch, items, &mut self.buf.0[..Self::USABLE]).map_err(encode_error)?.len();
         self.queue.push(&self.buf.0[..len], false).await.map_err(ss)
     }
 }
@@ -627,16 +636,17 @@ where
     }
 
     /// Appends the batch's record; [`StoreError::Full`] when the batches range has no room.
-    async fn append(&mut self, seq: u64, items: &[T]) -> Result<(), StoreError<Self::Error>> {
+    async fn append(&mut self, batch: StoredBatch, items: &[T]) -> Result<(), StoreError<Self::Error>> {
         self.ensure_recovered().await?;
+        let seq = batch.seq;
         if let Some(newest) = self.state.newest.filter(|newest| seq <= *newest) {
             return Err(StoreError::Io(FlashError::SeqNotIncreasing { seq, newest }));
         }
-        match self.push_batch(seq, items).await {
+        match self.push_batch(batch, items).await {
             Err(StoreError::Full) => {
                 // Pages holding only popped and torn items are freed by a walk; then retry once.
                 walk(&mut self.queue, &mut self.buf.0).await?;
-                self.push_batch(seq, items).await?;
+                self.push_batch(batch, items).await?;
             }
             other => other?,
         }
@@ -651,7 +661,7 @@ where
         &mut self,
         after: Option<u64>,
         out: &mut B,
-    ) -> Result<Option<u64>, StoreError<Self::Error>> {
+    ) -> Result<Option<StoredBatch>, StoreError<Self::Error>> {
         self.ensure_recovered().await?;
         let Self { queue, codec, buf, state, .. } = self;
         let bound = max_items::<S>(&queue.flash_range());
@@ -661,7 +671,7 @@ where
             match codec.peek(&entry) {
                 Ok((seq, _)) if after.is_some_and(|after| seq <= after) => {}
                 Ok(_) => match codec.decode(&entry, out) {
-                    Ok(seq) => return Ok(Some(seq)),
+                    Ok(batch) => return Ok(Some(batch)),
                     Err(too_many @ Corrupt::TooManyItems { .. }) => {
                         return Err(StoreError::Corrupt(too_many));
                     }

@@ -142,8 +142,10 @@ pub trait Handler<T> {
 
     /// Receives, by value, items not sent because they were older than the configured
     /// `max_age` ([`Config::max_age`](batch_core::Config::max_age)): at their cut (oldest first,
-    /// `info` is `None`) or before a retry (the rest of batch `info`). They count as `expired`
-    /// in the metrics. The default logs them with defmt (with the `defmt` feature) and drops
+    /// `info` is `None`), before a retry (the rest of batch `info`, also when a pause made the
+    /// retry late), or as a stored batch leaves the store (batch `info`, attempt 0, trigger
+    /// `Store`; ages count time since boot, so time before a reboot is not counted). They count
+    /// as `expired` in the metrics. The default logs them with defmt (with the `defmt` feature) and drops
     /// them.
     fn expired(&mut self, items: &mut VecView<T>, info: Option<BatchInfo>) {
         #[cfg(feature = "defmt")]

@@ -4,7 +4,7 @@ use core::future::poll_fn;
 use core::pin::{Pin, pin};
 use core::task::Poll;
 
-use batch_core::{Completion, Outcome};
+use batch_core::{Completion, Outcome, Retry};
 use embassy_sync::blocking_mutex::raw::RawMutex;
 use embassy_time::{Duration, Timer};
 
@@ -164,6 +164,10 @@ impl<'a, M: RawMutex, T, const N: usize, const F: usize, H: Handler<T>> Runner<'
             // cancelled attempt to resume, or the end.
             let (batch, held) = (&mut self.batch, &mut self.held);
             let next = self.batcher.wait(|st, _| Self::next(st, batch, held)).await;
+            if let Go::Expired(info) = next {
+                self.expire(Some(info)); // too old by its retry (a pause, a late runner)
+                continue;
+            }
             let Some(info) = self.held else {
                 if self.batch.is_empty() {
                     return;
@@ -171,7 +175,7 @@ impl<'a, M: RawMutex, T, const N: usize, const F: usize, H: Handler<T>> Runner<'
                 self.expire(None); // items too old to send, from the front of the buffer
                 continue;
             };
-            if !next {
+            if next != Go::Run {
                 self.give_back(info);
                 continue;
             }
@@ -253,37 +257,49 @@ impl<'a, M: RawMutex, T, const N: usize, const F: usize, H: Handler<T>> Runner<'
 
     /// What the runner does next, under the lock: with no batch held, cut the next one into the
     /// (empty) buffer; with one held, start its due retry or resume its cancelled attempt.
-    /// `Ready(true)`: run the attempt in `held`; `Ready(false)`: give the held batch back (it was
-    /// given up), or stop if none is held.
+    /// [`Go::Run`]: run the attempt in `held`; [`Go::Stop`]: give the held batch back (it was
+    /// given up), or stop if none is held (or hand over expired items the buffer holds);
+    /// [`Go::Expired`]: the held batch was too old for its retry and is no longer held.
     pub(crate) fn next(
         st: &mut State<T, N, F>,
         batch: &mut heapless::Vec<T, N>,
         held: &mut Option<BatchInfo>,
-    ) -> Step<bool> {
+    ) -> Step<Go> {
         let Some(info) = held else {
             if st.aborted {
-                return Step::Ready(false);
+                return Step::Ready(Go::Stop);
             }
             if Self::poll_expired(st, batch) {
-                return Step::Ready(false); // no batch held, items in the buffer: expired
+                return Step::Ready(Go::Stop); // no batch held, items in the buffer: expired
             }
             if Self::cut(st, batch, held).is_some() {
-                return Step::Ready(true);
+                return Step::Ready(Go::Run);
             }
             if st.core.is_finished() {
-                return Step::Ready(false);
+                return Step::Ready(Go::Stop);
             }
             return Step::Wait(st.core.next_cut().map(crate::to_embassy));
         };
         if st.flight(info.seq).is_none() {
-            return Step::Ready(false);
+            return Step::Ready(Go::Stop);
         }
-        if let Some(attempt) = st.core.poll_retry(crate::now(), info.seq) {
-            info.attempt = attempt;
-            return Step::Ready(true);
+        match st.core.poll_retry(crate::now(), info.seq) {
+            Some(Retry::Attempt(attempt)) => {
+                info.attempt = attempt;
+                return Step::Ready(Go::Run);
+            }
+            Some(Retry::Expired { .. }) => {
+                let info = *info;
+                *held = None;
+                st.land(info.seq);
+                st.settle();
+                st.chain.notify(); // room for producers
+                return Step::Ready(Go::Expired(info));
+            }
+            None => {}
         }
         match st.core.retry_at(info.seq) {
-            None => Step::Ready(true), // running: (re-)run this attempt
+            None => Step::Ready(Go::Run), // running: (re-)run this attempt
             Some(_) if st.core.is_paused() => Step::Wait(None),
             Some(at) => Step::Wait(Some(crate::to_embassy(at))),
         }
@@ -413,4 +429,15 @@ impl<M: RawMutex, T, const N: usize, const F: usize, H: Handler<T>> Drop for Run
             self.give_back(info);
         }
     }
+}
+
+/// What a runner does next (see [`Runner::next`]).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Go {
+    /// Run the attempt of the held batch.
+    Run,
+    /// Give the held batch back, or stop (or hand over expired items) if none is held.
+    Stop,
+    /// The held batch expired at its retry: hand its items to the expiry path.
+    Expired(BatchInfo),
 }

@@ -62,14 +62,14 @@
 //! [`unspill`]: batch_core::BatchCore::unspill
 //! [`StorePolicy::write_ahead`]: batch_core::store::StorePolicy::write_ahead
 
-use batch_core::store::{Store, StoreDone, StoreError, StoreOp};
+use batch_core::store::{Store, StoreDone, StoreError, StoreOp, StoredBatch};
 use embassy_sync::blocking_mutex::raw::RawMutex;
 use embassy_sync::mutex::{Mutex, MutexGuard};
 use embassy_time::{Duration, Timer};
 
 use crate::batcher::{Batcher, State, Step};
 use crate::handler::{BatchInfo, Handler};
-use crate::runner::{End, Runner};
+use crate::runner::{End, Go, Runner};
 
 /// A [`Runner`] that also drives the batcher's store: recovery at boot, spills, loads, removals,
 /// the sequence-number floor and write-ahead appends, as the core's store policy asks (see the
@@ -78,7 +78,7 @@ use crate::runner::{End, Runner};
 ///
 /// ```
 /// use batch_embassy::{BatchInfo, Batcher, Config, StorePolicy, millis};
-/// use batch_core::store::{Recovered, Store, StoreError};
+/// use batch_core::store::{Recovered, Store, StoreError, StoredBatch};
 /// use batch_core::storage::BatchBuf;
 /// use embassy_sync::blocking_mutex::raw::NoopRawMutex;
 /// use embassy_sync::mutex::{Mutex, MutexGuard};
@@ -88,9 +88,9 @@ use crate::runner::{End, Runner};
 /// impl Store<u16> for Nowhere {
 ///     type Error = ();
 ///     async fn recover(&mut self) -> Result<Recovered, StoreError<()>> { Ok(Recovered::default()) }
-///     async fn append(&mut self, _: u64, _: &[u16]) -> Result<(), StoreError<()>> { Err(StoreError::Full) }
+///     async fn append(&mut self, _: StoredBatch, _: &[u16]) -> Result<(), StoreError<()>> { Err(StoreError::Full) }
 ///     async fn read_after<B: BatchBuf<u16>>(&mut self, _: Option<u64>, _: &mut B)
-///         -> Result<Option<u64>, StoreError<()>> { Ok(None) }
+///         -> Result<Option<StoredBatch>, StoreError<()>> { Ok(None) }
 ///     async fn remove(&mut self, _: u64) -> Result<(), StoreError<()>> { Ok(()) }
 ///     async fn persist_seq_floor(&mut self, _: u64) -> Result<(), StoreError<()>> { Ok(()) }
 /// }
@@ -139,15 +139,15 @@ impl<'a, M: RawMutex, T, const N: usize, const F: usize, H: Handler<T>> Runner<'
     /// delivers). Every runner of the batcher needs it, with the same mutex.
     ///
     /// ```
-    /// # use batch_core::store::{Recovered, Store, StoreError};
+    /// # use batch_core::store::{Recovered, Store, StoreError, StoredBatch};
     /// # use batch_core::storage::BatchBuf;
     /// # struct Flash;
     /// # impl Store<u8> for Flash {
     /// #     type Error = ();
     /// #     async fn recover(&mut self) -> Result<Recovered, StoreError<()>> { Ok(Recovered::default()) }
-    /// #     async fn append(&mut self, _: u64, _: &[u8]) -> Result<(), StoreError<()>> { Ok(()) }
+    /// #     async fn append(&mut self, _: StoredBatch, _: &[u8]) -> Result<(), StoreError<()>> { Ok(()) }
     /// #     async fn read_after<B: BatchBuf<u8>>(&mut self, _: Option<u64>, _: &mut B)
-    /// #         -> Result<Option<u64>, StoreError<()>> { Ok(None) }
+    /// #         -> Result<Option<StoredBatch>, StoreError<()>> { Ok(None) }
     /// #     async fn remove(&mut self, _: u64) -> Result<(), StoreError<()>> { Ok(()) }
     /// #     async fn persist_seq_floor(&mut self, _: u64) -> Result<(), StoreError<()>> { Ok(()) }
     /// # }
@@ -178,12 +178,14 @@ enum Next {
     Recover,
     /// Perform a store operation (a spill's items are in the batch buffer).
     Store(StoreOp),
-    /// Run the held batch's attempt, after appending it when `write_ahead`.
-    Run { write_ahead: bool },
+    /// Run the held batch's attempt, after appending it (its oldest item `age` old) when
+    /// `write_ahead`.
+    Run { write_ahead: Option<batch_core::Duration> },
     /// Hand the held batch back (given up), or stop if none is held.
     GiveBack,
-    /// Items too old to send are in the batch buffer: hand them to the expiry path.
-    Expired,
+    /// Items too old to send are in the batch buffer: hand them to the expiry path (with the
+    /// batch they were in, if they expired at its retry or as they left the store).
+    Expired(Option<BatchInfo>),
 }
 
 impl<'a, M, T, const N: usize, const F: usize, H, SM, S> StoreRunner<'a, '_, M, T, N, F, H, SM, S>
@@ -196,15 +198,15 @@ where
     /// The runner inside (its handler, the batch it holds).
     ///
     /// ```
-    /// # use batch_core::store::{Recovered, Store, StoreError};
+    /// # use batch_core::store::{Recovered, Store, StoreError, StoredBatch};
     /// # use batch_core::storage::BatchBuf;
     /// # struct Flash;
     /// # impl Store<u8> for Flash {
     /// #     type Error = ();
     /// #     async fn recover(&mut self) -> Result<Recovered, StoreError<()>> { Ok(Recovered::default()) }
-    /// #     async fn append(&mut self, _: u64, _: &[u8]) -> Result<(), StoreError<()>> { Ok(()) }
+    /// #     async fn append(&mut self, _: StoredBatch, _: &[u8]) -> Result<(), StoreError<()>> { Ok(()) }
     /// #     async fn read_after<B: BatchBuf<u8>>(&mut self, _: Option<u64>, _: &mut B)
-    /// #         -> Result<Option<u64>, StoreError<()>> { Ok(None) }
+    /// #         -> Result<Option<StoredBatch>, StoreError<()>> { Ok(None) }
     /// #     async fn remove(&mut self, _: u64) -> Result<(), StoreError<()>> { Ok(()) }
     /// #     async fn persist_seq_floor(&mut self, _: u64) -> Result<(), StoreError<()>> { Ok(()) }
     /// # }
@@ -225,15 +227,15 @@ where
     /// store operations the core asks for. Cancel-safe: see the [module documentation](self).
     ///
     /// ```
-    /// # use batch_core::store::{Recovered, Store, StoreError};
+    /// # use batch_core::store::{Recovered, Store, StoreError, StoredBatch};
     /// # use batch_core::storage::BatchBuf;
     /// # struct Flash;
     /// # impl Store<u8> for Flash {
     /// #     type Error = ();
     /// #     async fn recover(&mut self) -> Result<Recovered, StoreError<()>> { Ok(Recovered::default()) }
-    /// #     async fn append(&mut self, _: u64, _: &[u8]) -> Result<(), StoreError<()>> { Ok(()) }
+    /// #     async fn append(&mut self, _: StoredBatch, _: &[u8]) -> Result<(), StoreError<()>> { Ok(()) }
     /// #     async fn read_after<B: BatchBuf<u8>>(&mut self, _: Option<u64>, _: &mut B)
-    /// #         -> Result<Option<u64>, StoreError<()>> { Ok(None) }
+    /// #         -> Result<Option<StoredBatch>, StoreError<()>> { Ok(None) }
     /// #     async fn remove(&mut self, _: u64) -> Result<(), StoreError<()>> { Ok(()) }
     /// #     async fn persist_seq_floor(&mut self, _: u64) -> Result<(), StoreError<()>> { Ok(()) }
     /// # }
@@ -274,8 +276,8 @@ where
                 Next::Store(op) => self.perform(op).await,
                 Next::Run { write_ahead } => {
                     let Some(info) = self.runner.held else { continue };
-                    if write_ahead {
-                        self.write_ahead(info.seq).await;
+                    if let Some(age) = write_ahead {
+                        self.write_ahead(info.seq, age).await;
                     }
                     match self.runner.attempt().await {
                         End::Done(result) => self.runner.complete(info, result),
@@ -286,7 +288,7 @@ where
                     Some(info) => self.runner.give_back(info),
                     None => return,
                 },
-                Next::Expired => self.runner.expire(None),
+                Next::Expired(info) => self.runner.expire(info),
             }
         }
     }
@@ -302,8 +304,9 @@ where
     ) -> Step<Next> {
         if held.is_some() {
             return match Runner::<'_, M, T, N, F, H>::next(st, batch, held) {
-                Step::Ready(true) => Step::Ready(Next::Run { write_ahead: false }),
-                Step::Ready(false) => Step::Ready(Next::GiveBack),
+                Step::Ready(Go::Run) => Step::Ready(Next::Run { write_ahead: None }),
+                Step::Ready(Go::Stop) => Step::Ready(Next::GiveBack),
+                Step::Ready(Go::Expired(info)) => Step::Ready(Next::Expired(Some(info))),
                 Step::Wait(retry_at) => Self::next_while_holding(st, spare, retry_at),
             };
         }
@@ -317,10 +320,10 @@ where
             return Step::Ready(Next::Store(op));
         }
         if Runner::<'_, M, T, N, F, H>::poll_expired(st, batch) {
-            return Step::Ready(Next::Expired);
+            return Step::Ready(Next::Expired(None));
         }
         if let Some(flush) = Runner::<'_, M, T, N, F, H>::cut(st, batch, held) {
-            return Step::Ready(Next::Run { write_ahead: flush.write_ahead });
+            return Step::Ready(Next::Run { write_ahead: flush.write_ahead.then_some(flush.oldest_age) });
         }
         if st.core.is_finished() {
             return Step::Ready(Next::GiveBack);
@@ -399,9 +402,9 @@ where
             StoreOp::PersistFloor { floor } => {
                 store.persist_seq_floor(floor).await.map(|()| StoreDone::FloorPersisted)
             }
-            StoreOp::Append { seq, .. } => {
+            StoreOp::Append { seq, age, .. } => {
                 *guard.undo = Some(seq); // kept if cancelled from here on
-                let result = store.append(seq, &guard.batch[..]).await;
+                let result = store.append(header(seq, age), &guard.batch[..]).await;
                 *guard.undo = None;
                 drop((store, turn));
                 let full = match result {
@@ -426,20 +429,29 @@ where
             // `poll_store_without_load`): failed, and retried by a runner with a free buffer.
             StoreOp::Load { .. } if holding => Err(StoreError::Full),
             StoreOp::Load { after } => match store.read_after(after, &mut *guard.batch).await {
-                Ok(Some(seq)) => {
+                Ok(Some(stored)) => {
                     drop((store, turn));
                     guard.op = None;
-                    let len = guard.batch.len();
+                    let (seq, len, now) = (stored.seq, guard.batch.len(), crate::now());
+                    let age = stored.age_at(now.as_millis());
                     let loaded = batcher.with(|st| {
-                        let flush = st.core.handle_store(crate::now(), StoreDone::Loaded { seq, len });
-                        if let Some(flush) = &flush {
-                            Runner::<'_, M, T, N, F, H>::hold(st, held, flush);
+                        let flush = st.core.handle_store(now, StoreDone::Loaded { seq, len, age });
+                        match &flush {
+                            Some(f) if !f.expired => Runner::<'_, M, T, N, F, H>::hold(st, held, f),
+                            _ => {}
                         }
                         st.settle();
-                        flush.is_some()
+                        flush.map(|f| f.expired)
                     });
-                    if !loaded {
-                        guard.batch.clear();
+                    match loaded {
+                        Some(false) => {}
+                        Some(true) => {
+                            // Too old by now: to the expiry path; the store removes it.
+                            let info = BatchInfo { seq, attempt: 0, trigger: batch_core::Trigger::Store };
+                            handler.expired(guard.batch.as_mut_view(), Some(info));
+                            guard.batch.clear();
+                        }
+                        None => guard.batch.clear(),
                     }
                     return;
                 }
@@ -448,7 +460,7 @@ where
             },
             StoreOp::Remove { seq } => store.remove(seq).await.map(|()| StoreDone::Removed),
             StoreOp::Evict { after } => match store.read_after(after, &mut *guard.batch).await {
-                Ok(Some(seq)) => {
+                Ok(Some(StoredBatch { seq, .. })) => {
                     let len = guard.batch.len();
                     store.remove(seq).await.map(|()| StoreDone::Evicted { seq, len })
                 }
@@ -472,11 +484,11 @@ where
     }
 
     /// Appends the batch just cut (write-ahead) before its first attempt, and reports it.
-    async fn write_ahead(&mut self, seq: u64) {
+    async fn write_ahead(&mut self, seq: u64, age: batch_core::Duration) {
         let batcher = self.runner.batcher;
         let mut guard = WriteGuard { batcher, seq: Some(seq), undo: &mut self.undo };
         let (turn, mut store) = lock(batcher, self.store).await;
-        let ok = store.append(seq, &self.runner.batch).await.is_ok();
+        let ok = store.append(header(seq, age), &self.runner.batch).await.is_ok();
         drop((store, turn));
         guard.seq = None;
         batcher.with(|st| {
@@ -592,4 +604,11 @@ impl<M: RawMutex, T, const N: usize, const F: usize> Drop for WriteGuard<'_, '_,
             st.settle();
         });
     }
+}
+
+/// The header to store batch `seq` under, its oldest item `age` old now. The store clock is the
+/// time since boot (embassy-time): exact within a boot; after a reboot a record's birth looks
+/// recent, so ages are underestimated and stored items expire late, never early.
+fn header(seq: u64, age: batch_core::Duration) -> StoredBatch {
+    StoredBatch::at(seq, crate::now().as_millis(), age)
 }

@@ -14,7 +14,9 @@ use batch_core::store::{Store, StoreError};
 use batch_embassy::FlashStore;
 use batch_embassy::flash_store::FlashError;
 use embassy_futures::block_on;
-use flash_support::{Batch, CODEC, Flash, LAYOUT, NorError, PAGES, Rng, Store as TestStore, items_of};
+use flash_support::{
+    Batch, CODEC, Flash, LAYOUT, NorError, PAGES, Rng, Store as TestStore, checked, items_of, sb,
+};
 
 /// Reads allowed per image: far above what a pass over 4 KiB needs.
 const READ_BUDGET: u64 = 2_000_000;
@@ -57,7 +59,7 @@ async fn exercise(flash: Flash, t: &mut Tally) -> Vec<(u64, Vec<u32>)> {
     let mut after = None;
     for _ in 0..1000 {
         let mut out = Batch::new();
-        match store.read_after(after, &mut out).await {
+        match store.read_after(after, &mut out).await.map(|b| b.map(checked)) {
             Ok(Some(seq)) => {
                 got.push((seq, out.to_vec()));
                 after = Some(seq);
@@ -74,7 +76,7 @@ async fn exercise(flash: Flash, t: &mut Tally) -> Vec<(u64, Vec<u32>)> {
         assert!(pair[0].0 < pair[1].0, "delivered out of order");
     }
     let seq = found.seq_floor;
-    match store.append(seq, &[1, 2, 3]).await {
+    match store.append(sb(seq), &[1, 2, 3]).await {
         Ok(()) => t.writable_after += 1,
         Err(e) => no_hang(&e),
     }
@@ -136,12 +138,12 @@ async fn valid_image() -> (Flash, BTreeMap<u64, Vec<u32>>) {
     let mut store: TestStore = FlashStore::new(Flash::new(PAGES), LAYOUT, CODEC);
     store.recover().await.unwrap();
     let mut written = BTreeMap::new();
-    for seq in 0..60 {
+    for seq in 0..52 {
         written.insert(seq, items_of(seq));
-        store.append(seq, &items_of(seq)).await.unwrap();
+        store.append(sb(seq), &items_of(seq)).await.unwrap();
         if seq % 4 != 3 {
             let mut out = Batch::new();
-            let oldest = store.read_after(None, &mut out).await.unwrap().unwrap();
+            let oldest = store.read_after(None, &mut out).await.map(|b| b.map(checked)).unwrap().unwrap();
             if seq % 3 == 0 {
                 store.remove(oldest).await.unwrap();
             }
@@ -151,7 +153,7 @@ async fn valid_image() -> (Flash, BTreeMap<u64, Vec<u32>>) {
         }
         if seq > 30 && seq % 2 == 0 {
             let mut out = Batch::new();
-            let oldest = store.read_after(None, &mut out).await.unwrap().unwrap();
+            let oldest = store.read_after(None, &mut out).await.map(|b| b.map(checked)).unwrap().unwrap();
             store.remove(oldest).await.unwrap();
         }
     }

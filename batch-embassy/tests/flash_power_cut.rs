@@ -17,7 +17,7 @@ use batch_embassy::FlashStore;
 use batch_embassy::flash_store::FlashError;
 use embassy_futures::block_on;
 use flash_support::{
-    Batch, CODEC, EraseCut, Flash, LAYOUT, NorError, PAGES, Rng, Store as TestStore, items_of,
+    Batch, CODEC, EraseCut, Flash, LAYOUT, NorError, PAGES, Rng, Store as TestStore, checked, items_of, sb,
 };
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,7 +63,7 @@ macro_rules! step {
 
 async fn append(store: &mut TestStore, m: &mut Model, seq: u64) -> Option<bool> {
     m.written.insert(seq, items_of(seq));
-    match store.append(seq, &items_of(seq)).await {
+    match store.append(sb(seq), &items_of(seq)).await {
         Ok(()) => {
             m.stored.insert(seq);
             m.newest = Some(seq);
@@ -99,7 +99,9 @@ async fn script(store: &mut TestStore, m: &mut Model) {
     macro_rules! remove_oldest {
         () => {{
             let mut out = Batch::new();
-            if let Some(seq) = step!(m, Op::Read, store.read_after(None, &mut out).await) {
+            if let Some(seq) =
+                step!(m, Op::Read, store.read_after(None, &mut out).await.map(|b| b.map(checked)))
+            {
                 assert_eq!(&out[..], &items_of(seq)[..]);
                 step!(m, Op::Remove(seq), store.remove(seq).await);
                 m.stored.remove(&seq);
@@ -192,7 +194,7 @@ async fn read_all(store: &mut TestStore) -> Vec<(u64, Vec<u32>)> {
     let mut after = None;
     loop {
         let mut out = Batch::new();
-        match store.read_after(after, &mut out).await.expect("read after recovery") {
+        match store.read_after(after, &mut out).await.map(|b| b.map(checked)).expect("read after recovery") {
             Some(seq) => {
                 got.push((seq, out.to_vec()));
                 after = Some(seq);
@@ -248,7 +250,7 @@ async fn check_after_cut(flash: Flash, m: &Model, t: &mut Tally, cut: u64) -> Fl
     let seq = found.seq_floor;
     let mut freed = 0;
     loop {
-        match store.append(seq, &[7, 7, 7]).await {
+        match store.append(sb(seq), &[7, 7, 7]).await {
             Ok(()) => break,
             // The cut hit a full flash: make room as a core would, by delivering the oldest.
             Err(StoreError::Full) if freed < got.len() => {

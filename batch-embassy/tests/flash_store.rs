@@ -11,7 +11,7 @@ use batch_core::store::{Store, StoreError};
 use batch_embassy::flash_store::{FlashError, NoCache};
 use batch_embassy::{FlashLayout, FlashStore};
 use embassy_futures::block_on;
-use flash_support::{Batch, CODEC, Flash, LAYOUT, PAGES, Store as TestStore, items_of};
+use flash_support::{Batch, CODEC, Flash, LAYOUT, PAGES, Store as TestStore, checked, items_of, sb};
 use sequential_storage::cache::page_pointers::ArrayPagePointers;
 use sequential_storage::cache::page_states::ArrayPageStates;
 use sequential_storage::cache::{Cache, Uncached};
@@ -27,7 +27,7 @@ async fn read_all<S: Store<u32>>(store: &mut S) -> Vec<(u64, Vec<u32>)> {
     let mut after = None;
     while let Some(seq) = {
         let mut out = Batch::new();
-        let seq = store.read_after(after, &mut out).await.unwrap();
+        let seq = store.read_after(after, &mut out).await.map(|b| b.map(checked)).unwrap();
         if let Some(seq) = seq {
             got.push((seq, out.to_vec()));
         }
@@ -50,7 +50,7 @@ fn round_trip_in_order_and_removal_of_oldest_and_not() {
         let found = store.recover().await.unwrap();
         assert_eq!((found.batches, found.items, found.seq_floor), (0, 0, 0));
         for seq in 1..=5 {
-            store.append(seq, &items_of(seq)).await.unwrap();
+            store.append(sb(seq), &items_of(seq)).await.unwrap();
         }
         let all = read_all(&mut store).await;
         assert_eq!(seqs(&all), [1, 2, 3, 4, 5]);
@@ -66,7 +66,7 @@ fn round_trip_in_order_and_removal_of_oldest_and_not() {
         store.remove(3).await.unwrap();
         assert_eq!(seqs(&read_all(&mut store).await), [2, 4, 5]);
         let mut out = Batch::new();
-        assert_eq!(store.read_after(Some(2), &mut out).await.unwrap(), Some(4));
+        assert_eq!(store.read_after(Some(2), &mut out).await.map(|b| b.map(checked)).unwrap(), Some(4));
         assert_eq!(&out[..], &items_of(4)[..]);
 
         // Everything survives a reopen.
@@ -83,9 +83,9 @@ fn round_trip_in_order_and_removal_of_oldest_and_not() {
 fn seqs_must_grow() {
     block_on(async {
         let mut store = open(Flash::new(PAGES));
-        store.append(7, &[1]).await.unwrap();
+        store.append(sb(7), &[1]).await.unwrap();
         assert_eq!(
-            store.append(7, &[2]).await,
+            store.append(sb(7), &[2]).await,
             Err(StoreError::Io(FlashError::SeqNotIncreasing { seq: 7, newest: 7 }))
         );
         assert_eq!(seqs(&read_all(&mut store).await), [7]);
@@ -99,7 +99,7 @@ fn full_flash_says_full_and_takes_batches_again_after_removal() {
         store.recover().await.unwrap();
         let mut seq = 0;
         let full = loop {
-            match store.append(seq, &items_of(seq)).await {
+            match store.append(sb(seq), &items_of(seq)).await {
                 Ok(()) => seq += 1,
                 Err(e) => break e,
             }
@@ -110,19 +110,19 @@ fn full_flash_says_full_and_takes_batches_again_after_removal() {
         assert!(stored > 20, "{stored} batches fill 3 KiB");
         assert_eq!(seqs(&read_all(&mut store).await), (0..stored).collect::<Vec<_>>());
         // Full again and again, with nothing lost.
-        assert_eq!(store.append(seq, &items_of(seq)).await, Err(StoreError::Full));
+        assert_eq!(store.append(sb(seq), &items_of(seq)).await, Err(StoreError::Full));
         // Freeing the oldest batches frees their pages.
         for old in 0..stored / 2 {
             store.remove(old).await.unwrap();
         }
-        store.append(seq, &items_of(seq)).await.unwrap();
+        store.append(sb(seq), &items_of(seq)).await.unwrap();
         let mut expect: Vec<u64> = (stored / 2..stored).collect();
         expect.push(seq);
         assert_eq!(seqs(&read_all(&mut store).await), expect);
 
         // A batch larger than the record buffer can never be stored: not Full, an error.
         let huge: Vec<u32> = (0..200).map(|i| i << 20).collect();
-        assert_eq!(store.append(seq + 1, &huge).await, Err(StoreError::Io(FlashError::RecordTooBig)));
+        assert_eq!(store.append(sb(seq + 1), &huge).await, Err(StoreError::Io(FlashError::RecordTooBig)));
     });
 }
 
@@ -138,8 +138,8 @@ fn the_seq_floor_survives_reopening_and_removal_of_the_newest_batch() {
         assert_eq!(store.recovery().floor_records, 1);
 
         // The store's newest batch raises the floor, even once it is removed.
-        store.append(60, &[6]).await.unwrap();
-        store.append(61, &[6]).await.unwrap();
+        store.append(sb(60), &[6]).await.unwrap();
+        store.append(sb(61), &[6]).await.unwrap();
         store.remove(60).await.unwrap();
         store.remove(61).await.unwrap();
         let mut store = open(store.into_flash());
@@ -161,7 +161,7 @@ fn records_of_another_item_type_are_reported_and_never_delivered() {
     block_on(async {
         let mut store = open(Flash::new(PAGES));
         for seq in 1..=3 {
-            store.append(seq, &items_of(seq)).await.unwrap();
+            store.append(sb(seq), &items_of(seq)).await.unwrap();
         }
         let other: FlashStore<Flash, u32, 256> =
             FlashStore::new(store.into_flash(), LAYOUT, Codec::new(0x0BAD_7A90));
@@ -175,7 +175,7 @@ fn records_of_another_item_type_are_reported_and_never_delivered() {
         );
         assert!(read_all(&mut other).await.is_empty());
         // The store stays usable; a removal pops the corrupt records in front of it.
-        other.append(10, &[1, 2]).await.unwrap();
+        other.append(sb(10), &[1, 2]).await.unwrap();
         assert_eq!(read_all(&mut other).await, [(10, vec![1, 2])]);
         other.remove(10).await.unwrap();
         let mut other: FlashStore<Flash, u32, 256> =
@@ -194,7 +194,7 @@ fn records_of_another_format_version_are_reported_and_never_delivered() {
             QueueStorage::new(Flash::new(PAGES), QueueConfig::new(0..6 * 512), Cache::new_uncached());
         let mut aligned = Aligned([0; 256]);
         for seq in 1..=2 {
-            let record = CODEC.encode(seq, &items_of(seq), &mut buf).unwrap();
+            let record = CODEC.encode(sb(seq), &items_of(seq), &mut buf).unwrap();
             let len = record.len();
             aligned.0[..len].copy_from_slice(record);
             aligned.0[4] = FORMAT_VERSION + 1;
@@ -216,11 +216,11 @@ struct Aligned([u8; 256]);
 fn a_batch_larger_than_the_readers_buffer_is_an_error_and_leaves_it_untouched() {
     block_on(async {
         let mut store = open(Flash::new(PAGES));
-        store.append(1, &[1, 2, 3, 4, 5]).await.unwrap();
+        store.append(sb(1), &[1, 2, 3, 4, 5]).await.unwrap();
         let mut small: heapless::Vec<u32, 4> = heapless::Vec::new();
         small.push(99).unwrap();
         assert_eq!(
-            store.read_after(None, &mut small).await,
+            store.read_after(None, &mut small).await.map(|b| b.map(checked)),
             Err(StoreError::Corrupt(Corrupt::TooManyItems { count: 5 }))
         );
         assert_eq!(&small[..], &[99]);
@@ -235,10 +235,10 @@ fn a_store_with_sequential_storage_caches_behaves_the_same() {
         let mut store: Cached = FlashStore::with_cache(Flash::new(PAGES), LAYOUT, CODEC, cache());
         store.recover().await.unwrap();
         for seq in 0..200 {
-            store.append(seq, &items_of(seq)).await.unwrap();
+            store.append(sb(seq), &items_of(seq)).await.unwrap();
             if seq >= 10 {
                 let mut out = Batch::new();
-                let oldest = store.read_after(None, &mut out).await.unwrap().unwrap();
+                let oldest = store.read_after(None, &mut out).await.map(|b| b.map(checked)).unwrap().unwrap();
                 store.remove(oldest).await.unwrap();
             }
         }

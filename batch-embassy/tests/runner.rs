@@ -428,6 +428,36 @@ fn items_older_than_max_age_go_to_the_expiry_path_at_the_cut_and_before_a_retry(
     assert_eq!(b.metrics().expired, 2);
 }
 
+#[cfg(feature = "uplink")]
+#[test]
+fn a_retry_delayed_by_a_pause_past_max_age_goes_to_the_expiry_path_instead() {
+    let _g = serial();
+    // Attempt 1 fails at once; its retry is due at 100 ms, well within 250 ms; but the uplink is
+    // paused at 50 ms for a second, and by the resume the items are too old to send.
+    let config = Config::new().max_batch(2).max_age(millis(250)).retry_delays(millis(100), millis(100));
+    let b: Batcher<NoopRawMutex, u32, 8> = Batcher::new(config);
+    let (delivered, expired) = (RefCell::new(Vec::new()), RefCell::new(Vec::new()));
+    let mut runner = b.runner(Expiring { delivered: &delivered, expired: &expired, fail_first: 1 });
+    run(
+        join(runner.run(), async {
+            b.add(7).await.unwrap();
+            b.add(8).await.unwrap();
+            Timer::after_millis(50).await;
+            b.pause();
+            Timer::after_millis(1000).await;
+            b.resume();
+            Timer::after_millis(50).await;
+            b.close();
+        }),
+        Duration::from_secs(5),
+    );
+    assert_eq!(expired.take(), vec![(Some(0), vec![7, 8])], "handed over with their batch");
+    assert!(delivered.take().is_empty(), "never sent a second old");
+    let m = b.metrics();
+    assert_eq!((m.expired, m.retries, m.failed_attempts), (2, 0, 1));
+    assert!(m.is_consistent());
+}
+
 /// A sink that answers per item: it takes even readings, refuses multiples of 5 for good, and
 /// fails the odd ones on the first attempt only.
 struct PerItem<'c> {

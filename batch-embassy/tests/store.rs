@@ -14,7 +14,7 @@ use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, BTreeSet};
 
 use batch_core::storage::BatchBuf;
-use batch_core::store::{Recovered, Store, StoreError};
+use batch_core::store::{Recovered, Store, StoreError, StoredBatch};
 use batch_embassy::{
     BatchInfo, Batcher, Config, FlashStore, Handler, Overflow, StorePolicy, StoreRunner, millis,
 };
@@ -98,12 +98,12 @@ impl<S: Store<u32>> Store<u32> for Watched<'_, S> {
         op.done();
         found
     }
-    async fn append(&mut self, seq: u64, items: &[u32]) -> Result<(), StoreError<S::Error>> {
+    async fn append(&mut self, batch: StoredBatch, items: &[u32]) -> Result<(), StoreError<S::Error>> {
         let op = Op::start(self.log, &self.busy, "append");
-        let result = self.inner.append(seq, items).await;
+        let result = self.inner.append(batch, items).await;
         self.pause().await;
         if result.is_ok() {
-            self.log.borrow_mut().acked.insert(seq, items.to_vec());
+            self.log.borrow_mut().acked.insert(batch.seq, items.to_vec());
         }
         op.done();
         result
@@ -112,7 +112,7 @@ impl<S: Store<u32>> Store<u32> for Watched<'_, S> {
         &mut self,
         after: Option<u64>,
         out: &mut B,
-    ) -> Result<Option<u64>, StoreError<S::Error>> {
+    ) -> Result<Option<StoredBatch>, StoreError<S::Error>> {
         let op = Op::start(self.log, &self.busy, "read");
         let result = self.inner.read_after(after, out).await;
         self.pause().await;
@@ -140,6 +140,7 @@ impl<S: Store<u32>> Store<u32> for Watched<'_, S> {
 #[derive(Debug, Default)]
 struct Mem {
     batches: BTreeMap<u64, Vec<u32>>,
+    born: BTreeMap<u64, u64>,
     floor: u64,
     limit: Option<usize>,
 }
@@ -151,24 +152,29 @@ impl Store<u32> for Mem {
         let above = self.batches.keys().next_back().map_or(0, |s| s + 1);
         Ok(Recovered { batches: self.batches.len() as u64, items, seq_floor: self.floor.max(above) })
     }
-    async fn append(&mut self, seq: u64, items: &[u32]) -> Result<(), StoreError<()>> {
+    async fn append(&mut self, batch: StoredBatch, items: &[u32]) -> Result<(), StoreError<()>> {
+        let seq = batch.seq;
         assert!(self.batches.keys().all(|&s| s < seq), "appends in seq order");
         if self.limit.is_some_and(|limit| self.batches.len() >= limit) {
             return Err(StoreError::Full);
         }
         self.batches.insert(seq, items.to_vec());
+        self.born.insert(seq, batch.born_ms);
         Ok(())
     }
     async fn read_after<B: BatchBuf<u32>>(
         &mut self,
         after: Option<u64>,
         out: &mut B,
-    ) -> Result<Option<u64>, StoreError<()>> {
+    ) -> Result<Option<StoredBatch>, StoreError<()>> {
         let Some((seq, items)) = self.batches.iter().find(|(s, _)| after.is_none_or(|a| **s > a)) else {
             return Ok(None);
         };
         out.extend_from(items.iter().copied());
-        Ok(Some(*seq))
+        Ok(Some(StoredBatch {
+            seq: *seq,
+            born_ms: self.born.get(seq).copied().unwrap_or(StoredBatch::BORN_UNKNOWN),
+        }))
     }
     async fn remove(&mut self, seq: u64) -> Result<(), StoreError<()>> {
         self.batches.remove(&seq);
@@ -700,4 +706,70 @@ fn batches_evicted_from_a_full_store_reach_the_handler() {
     assert_eq!(m.evicted as usize, by_handler + dropped.borrow().len(), "{m:?}");
     assert_eq!((m.delivered as usize, m.stored), (delivered.len(), 0));
     assert!(store.try_lock().unwrap().inner.batches.is_empty());
+}
+
+/// A handler that records deliveries and expired items with their batch (`max_age`).
+#[cfg(feature = "uplink")]
+struct Aging<'c> {
+    delivered: &'c RefCell<Vec<u32>>,
+    expired: &'c RefCell<Vec<(Option<BatchInfo>, Vec<u32>)>>,
+}
+
+#[cfg(feature = "uplink")]
+impl Handler<u32> for Aging<'_> {
+    type Error = ();
+    async fn handle(&mut self, batch: &[u32], _: BatchInfo) -> Result<(), ()> {
+        self.delivered.borrow_mut().extend_from_slice(batch);
+        Ok(())
+    }
+    fn expired(&mut self, items: &mut heapless::vec::VecView<u32>, info: Option<BatchInfo>) {
+        self.expired.borrow_mut().push((info, items.iter().copied().collect()));
+    }
+}
+
+#[cfg(feature = "uplink")]
+#[test]
+fn a_stored_batch_older_than_max_age_when_it_leaves_the_store_goes_to_the_expiry_path() {
+    let _g = serial();
+    let log = RefCell::new(Log::default());
+    let store = Mutex::<NoopRawMutex, _>::new(Watched::new(Mem::default(), &log));
+    let config = Config::new().max_batch(4).linger(millis(10)).max_age(millis(500)).store(StorePolicy::new());
+    let b: Batcher<NoopRawMutex, u32, 8> = Batcher::new(config);
+    let (delivered, expired) = (RefCell::new(Vec::new()), RefCell::new(Vec::new()));
+    let mut exec = Exec::new();
+    exec.spawn(async {
+        b.runner(Aging { delivered: &delivered, expired: &expired }).store(&store).run().await;
+    });
+    exec.spawn(async {
+        b.pause(); // the uplink is down for a second
+        for i in 0..16 {
+            b.add(i).await.unwrap();
+        }
+        assert!(b.metrics().stored >= 8, "spilled: {:?}", b.metrics());
+        Timer::after_millis(1000).await;
+        for i in 16..20 {
+            b.add(i).await.unwrap();
+        }
+        b.resume();
+        b.shutdown().await;
+    });
+    exec.run_all(Duration::from_secs(10), POLLS);
+
+    assert_eq!(delivered.take(), (16..20).collect::<Vec<_>>(), "only the fresh ones were sent");
+    let expired = expired.take();
+    let mut all: Vec<u32> = expired.iter().flat_map(|(_, items)| items.iter().copied()).collect();
+    all.sort_unstable();
+    assert_eq!(all, (0..16).collect::<Vec<_>>(), "a second old: every one expired, once");
+    let from_store: Vec<&(Option<BatchInfo>, Vec<u32>)> = expired
+        .iter()
+        .filter(|(info, _)| info.is_some_and(|i| i.trigger == batch_embassy::Trigger::Store))
+        .collect();
+    assert!(!from_store.is_empty(), "stored batches expired as they left the store: {expired:?}");
+    for (info, items) in from_store {
+        assert_eq!(log.borrow().acked.get(&info.unwrap().seq), Some(items), "with the items stored");
+    }
+    let m = b.metrics();
+    assert!(m.is_consistent(), "{m:?}");
+    assert_eq!((m.expired, m.delivered, m.stored), (16, 4, 0), "{m:?}");
+    assert!(store.try_lock().unwrap().inner.batches.is_empty(), "removed from the store");
 }

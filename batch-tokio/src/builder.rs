@@ -377,7 +377,8 @@ impl<T: Send + 'static> Builder<T> {
         let mut shared = Shared::new(core, lanes, callbacks, weigher, places);
         #[cfg(feature = "disk-store")]
         {
-            shared.store = self.store.map(|store| Arc::new(crate::store_drive::StoreLink::new(store)));
+            let now = shared.now();
+            shared.store = self.store.map(|store| Arc::new(crate::store_drive::StoreLink::new(store, now)));
         }
         let shared = Arc::new(shared);
         let worker = Worker::new(

@@ -35,7 +35,7 @@
 //! (needed before the same file is opened again).
 //!
 //! ```no_run
-//! use batch_core::store::Store;
+//! use batch_core::store::{Store, StoredBatch};
 //! use batch_tokio::DiskStore;
 //!
 //! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
@@ -43,11 +43,12 @@
 //! let mut store = DiskStore::<(u64, f32)>::open("/var/lib/gateway/batches.db", READING_TAG).await?;
 //! let recovered = store.recover().await?;
 //! println!("{} batches kept across the restart, next seq >= {}", recovered.batches, recovered.seq_floor);
-//! store.append(recovered.seq_floor, &[(1, 20.5), (2, 21.0)]).await?;
+//! let now_ms = 1_764_720_000_000; // the store clock: Unix time in milliseconds
+//! store.append(StoredBatch { seq: recovered.seq_floor, born_ms: now_ms }, &[(1, 20.5), (2, 21.0)]).await?;
 //! let mut out = Vec::with_capacity(64);
-//! if let Some(seq) = store.read_after(None, &mut out).await? {
+//! if let Some(batch) = store.read_after(None, &mut out).await? {
 //!     // deliver `out`, then:
-//!     store.remove(seq).await?;
+//!     store.remove(batch.seq).await?;
 //! }
 //! store.close().await;
 //! # Ok(())
@@ -62,7 +63,7 @@ use std::sync::mpsc;
 
 use batch_core::storage::BatchBuf;
 use batch_core::store::record::{Codec, Corrupt, EncodeError};
-use batch_core::store::{Recovered, Store, StoreError};
+use batch_core::store::{Recovered, Store, StoreError, StoredBatch};
 use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, TransactionBehavior, params};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -229,7 +230,7 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> DiskStore<T> {
         let codec = Codec::new(tag);
         let check: Check = Arc::new(move |bytes: &[u8]| {
             let mut count = Count::<T>(0, PhantomData);
-            codec.decode(bytes, &mut count).map(|seq| (seq, count.0))
+            codec.decode(bytes, &mut count).map(|batch| (batch.seq, count.0))
         });
         let (jobs, rx) = mpsc::channel::<Job>();
         let (ready_tx, ready_rx) = oneshot::channel();
@@ -317,14 +318,14 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> Store<T> for DiskStore<T>
         Ok(scan.recovered)
     }
 
-    async fn append(&mut self, seq: u64, items: &[T]) -> Result<(), StoreError<DiskStoreError>> {
-        let key = key(seq)?;
+    async fn append(&mut self, batch: StoredBatch, items: &[T]) -> Result<(), StoreError<DiskStoreError>> {
+        let key = key(batch.seq)?;
         if self.buf.is_empty() {
             self.buf.resize(4096, 0);
         }
         let len = loop {
             let size = self.buf.len();
-            match self.codec.encode(seq, items, &mut self.buf) {
+            match self.codec.encode(batch, items, &mut self.buf) {
                 Ok(bytes) => break bytes.len(),
                 Err(EncodeError::BufferTooSmall) if size < 1 << 30 => self.buf.resize(size * 2, 0),
                 Err(e) => return Err(StoreError::Io(DiskStoreError::Encode(e))),
@@ -338,7 +339,7 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> Store<T> for DiskStore<T>
         &mut self,
         after: Option<u64>,
         out: &mut B,
-    ) -> Result<Option<u64>, StoreError<DiskStoreError>> {
+    ) -> Result<Option<StoredBatch>, StoreError<DiskStoreError>> {
         let mut after = match after.map(i64::try_from) {
             None => -1,
             Some(Ok(a)) => a,
@@ -353,7 +354,7 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> Store<T> for DiskStore<T>
                 Err(c) => Problem::Corrupt(c),
                 Ok((found, _)) if found != seq => Problem::SeqMismatch { found },
                 Ok(_) => match self.codec.decode(&record, out) {
-                    Ok(_) => return Ok(Some(seq)),
+                    Ok(batch) => return Ok(Some(batch)),
                     // The record is fine; `out` has no room for it.
                     Err(c @ Corrupt::TooManyItems { .. }) => return Err(StoreError::Corrupt(c)),
                     Err(c) => Problem::Corrupt(c),

@@ -61,7 +61,8 @@ impl<T: 'static> Expired<T> {
     pub fn items(&self) -> &[T] {
         self.batch.items()
     }
-    /// The batch they were in, if they expired before a retry (`None`: at their cut).
+    /// The batch they were in, if they expired before a retry or as they left the store
+    /// (`None`: at their cut).
     pub fn seq(&self) -> Option<u64> {
         self.seq
     }

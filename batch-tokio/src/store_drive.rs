@@ -21,7 +21,8 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use batch_core::store::{Recovered, Store, StoreDone, StoreError, StoreOp};
+use batch_core::store::{Recovered, Store, StoreDone, StoreError, StoreOp, StoredBatch};
+use batch_core::{Duration, Instant};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::sync::Notify;
@@ -60,12 +61,12 @@ impl<E: std::fmt::Debug> From<StoreError<E>> for Failure {
 /// type's store.
 pub(crate) trait ErasedStore<T>: Send {
     fn recover(&mut self) -> BoxFut<'_, Result<Recovered, Failure>>;
-    fn append<'a>(&'a mut self, seq: u64, items: &'a [T]) -> BoxFut<'a, Result<(), Failure>>;
+    fn append<'a>(&'a mut self, batch: StoredBatch, items: &'a [T]) -> BoxFut<'a, Result<(), Failure>>;
     fn read_after<'a>(
         &'a mut self,
         after: Option<u64>,
         out: &'a mut Vec<T>,
-    ) -> BoxFut<'a, Result<Option<u64>, Failure>>;
+    ) -> BoxFut<'a, Result<Option<StoredBatch>, Failure>>;
     fn remove(&mut self, seq: u64) -> BoxFut<'_, Result<(), Failure>>;
     fn persist_seq_floor(&mut self, floor: u64) -> BoxFut<'_, Result<(), Failure>>;
     /// Closes the store and waits until its medium is released.
@@ -79,14 +80,14 @@ where
     fn recover(&mut self) -> BoxFut<'_, Result<Recovered, Failure>> {
         Box::pin(async move { Ok(Store::recover(self).await?) })
     }
-    fn append<'a>(&'a mut self, seq: u64, items: &'a [T]) -> BoxFut<'a, Result<(), Failure>> {
-        Box::pin(async move { Ok(Store::append(self, seq, items).await?) })
+    fn append<'a>(&'a mut self, batch: StoredBatch, items: &'a [T]) -> BoxFut<'a, Result<(), Failure>> {
+        Box::pin(async move { Ok(Store::append(self, batch, items).await?) })
     }
     fn read_after<'a>(
         &'a mut self,
         after: Option<u64>,
         out: &'a mut Vec<T>,
-    ) -> BoxFut<'a, Result<Option<u64>, Failure>> {
+    ) -> BoxFut<'a, Result<Option<StoredBatch>, Failure>> {
         Box::pin(async move { Ok(Store::read_after(self, after, out).await?) })
     }
     fn remove(&mut self, seq: u64) -> BoxFut<'_, Result<(), Failure>> {
@@ -106,11 +107,29 @@ pub(crate) struct StoreLink<T> {
     store: tokio::sync::Mutex<Option<Box<dyn ErasedStore<T>>>>,
     /// Store work may be due: the buffer filled, a batch reached its final outcome, a resume.
     pub(crate) wake: Notify,
+    /// The store clock (Unix time, in milliseconds) at core time zero: records keep their
+    /// oldest item's birth on it, so ages at load count the time the process was down.
+    unix_at_zero_ms: u64,
 }
 
 impl<T> StoreLink<T> {
-    pub(crate) fn new(store: Box<dyn ErasedStore<T>>) -> Self {
-        Self { store: tokio::sync::Mutex::new(Some(store)), wake: Notify::new() }
+    /// A link for a batcher whose core time is `now`.
+    pub(crate) fn new(store: Box<dyn ErasedStore<T>>, now: Instant) -> Self {
+        let unix = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        let unix_ms = u64::try_from(unix.as_millis()).unwrap_or(u64::MAX);
+        let unix_at_zero_ms = unix_ms.saturating_sub(now.as_millis());
+        Self { store: tokio::sync::Mutex::new(Some(store)), wake: Notify::new(), unix_at_zero_ms }
+    }
+
+    /// The store clock at core time `now`: Unix time as of the batcher's start, advanced by
+    /// tokio's clock since (monotonic, and virtual under paused time).
+    pub(crate) fn clock_ms(&self, now: Instant) -> u64 {
+        self.unix_at_zero_ms.saturating_add(now.as_millis())
+    }
+
+    /// The header to store batch `seq` under, its oldest item `age` old now.
+    pub(crate) fn header(&self, seq: u64, now: Instant, age: Duration) -> StoredBatch {
+        StoredBatch::at(seq, self.clock_ms(now), age)
     }
 
     /// Closes the store (once its last operation is done), releasing the file for the next
@@ -255,9 +274,9 @@ async fn perform<T: Send + 'static>(
             Ok(()) => StoreDone::FloorPersisted,
             Err(e) => failed("persist the seq floor", &e),
         },
-        StoreOp::Append { seq, len } => {
+        StoreOp::Append { seq, len, age } => {
             debug_assert_eq!(io.len(), len);
-            match store.append(seq, io).await {
+            match store.append(link.header(seq, shared.now(), age), io).await {
                 Ok(()) => {
                     shared.drop_items(std::mem::replace(io, Vec::with_capacity(max_batch)));
                     StoreDone::Appended
@@ -271,11 +290,21 @@ async fn perform<T: Send + 'static>(
             }
         }
         StoreOp::Load { after } => match store.read_after(after, io).await {
-            Ok(Some(seq)) => {
+            Ok(Some(stored)) => {
                 let batch = std::mem::replace(io, Vec::with_capacity(max_batch));
                 let mut st = shared.lock();
-                let len = batch.len();
-                if let Some(flush) = st.core.handle_store(shared.now(), StoreDone::Loaded { seq, len }) {
+                let (seq, len, now) = (stored.seq, batch.len(), shared.now());
+                let age = stored.age_at(link.clock_ms(now));
+                let flush = st.core.handle_store(now, StoreDone::Loaded { seq, len, age });
+                if let Some(flush) = flush.filter(|f| f.expired) {
+                    // Too old to send by now: to `on_expire`; the core removes it from the store.
+                    let guard = st.callback_starts(shared, flush.first_item);
+                    drop(st);
+                    tracing::debug!(seq, len, age_ms = age.as_millis(), "stored batch expired");
+                    let batch = crate::handler::Batch::new(batch, seq, 0, flush.trigger);
+                    crate::expire::hand_over(shared, crate::handler::Expired { batch, seq: Some(seq) });
+                    drop(guard);
+                } else if let Some(flush) = flush {
                     st.loaded.push_back((flush, batch));
                 } else {
                     drop(st);
@@ -295,7 +324,7 @@ async fn perform<T: Send + 'static>(
             Err(e) => failed("remove a final batch", &e),
         },
         StoreOp::Evict { after } => match store.read_after(after, io).await {
-            Ok(Some(seq)) => match store.remove(seq).await {
+            Ok(Some(StoredBatch { seq, .. })) => match store.remove(seq).await {
                 Ok(()) => {
                     let items = std::mem::replace(io, Vec::with_capacity(max_batch));
                     let len = items.len();
@@ -324,11 +353,11 @@ fn failed(what: &str, e: &Failure) -> StoreDone {
 }
 
 /// Appends a batch cut with `write_ahead` before its first attempt: `true` if the store holds it.
-pub(crate) async fn write_ahead<T>(link: &StoreLink<T>, seq: u64, items: &mut Vec<T>) -> bool {
-    let mut guard = link.store.lock().await;
+pub(crate) async fn write_ahead<T>(link: &StoreLink<T>, batch: StoredBatch, items: &mut Vec<T>) -> bool {
+    let (mut guard, seq) = (link.store.lock().await, batch.seq);
     let Some(store) = guard.as_mut() else { return false };
     // The slice is only lent to the store's (`Send`) future: `T` need not be `Sync` here.
-    let append = store.append(seq, items.as_slice());
+    let append = store.append(batch, items.as_slice());
     match append.await {
         Ok(()) => true,
         Err(e) => {

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
 
-use batch_core::{Completion, Flush, Instant, Outcome};
+use batch_core::{Completion, Flush, Instant, Outcome, Retry};
 use futures_lite::FutureExt as _;
 
 use crate::handler::{Batch, BatchError, DeadLetter, Handler, Items, PartialFailure};
@@ -254,7 +254,7 @@ where
         lane.holding = Some(flush.seq);
         #[cfg(feature = "disk-store")]
         if flush.write_ahead {
-            write_ahead(&shared, &mut lane, flush.seq).await;
+            write_ahead(&shared, &mut lane, flush.seq, flush.oldest_age).await;
         }
         let after = run_batch(&shared, &*handler, flush, &mut lane, cfg).await;
         match after {
@@ -266,13 +266,19 @@ where
 
 /// Appends the lane's batch to the store before its first attempt (write-ahead) and reports it.
 #[cfg(feature = "disk-store")]
-async fn write_ahead<T: 'static>(shared: &Shared<T>, lane: &mut LaneBuf<T>, seq: u64) {
+async fn write_ahead<T: 'static>(
+    shared: &Shared<T>,
+    lane: &mut LaneBuf<T>,
+    seq: u64,
+    age: batch_core::Duration,
+) {
     let Some(link) = shared.store.as_ref() else {
         shared.lock().core.handle_written(seq, false);
         return;
     };
     lane.writing = true;
-    let ok = crate::store_drive::write_ahead(link, seq, lane.buf()).await;
+    let header = link.header(seq, shared.now(), age);
+    let ok = crate::store_drive::write_ahead(link, header, lane.buf()).await;
     let waiters = {
         let mut st = shared.lock();
         st.core.handle_written(seq, ok);
@@ -492,11 +498,21 @@ where
             (Some(Completion::Retry { attempt: next, at }), Err(error)) => {
                 lane.holding = Some(flush.seq);
                 tracing::debug!(seq = flush.seq, attempt, retry_at_us = at.as_micros(), %error, "batch attempt failed; will retry");
-                let Some(n) = wait_retry(shared, flush.seq).await else {
-                    return lane.give_back_and_stop();
-                };
-                debug_assert_eq!(n, next);
-                attempt = n;
+                match wait_retry(shared, flush.seq, flush.first_item).await {
+                    Waited::Attempt(n) => {
+                        debug_assert_eq!(n, next);
+                        attempt = n;
+                    }
+                    Waited::Expired(guard) => {
+                        // The retry came too late (a pause, a busy runtime): too old to send.
+                        tracing::debug!(seq = flush.seq, "batch expired at its retry");
+                        lane.holding = None;
+                        expire_held(shared, lane, &flush, attempt, guard);
+                        shared.store_wake();
+                        return After::Next(None);
+                    }
+                    Waited::Aborted => return lane.give_back_and_stop(),
+                }
             }
             (Some(Completion::DeadLettered { attempts, len }), Err(error)) => {
                 dead_letter(shared, lane, &flush, error, attempts, len);
@@ -505,12 +521,7 @@ where
             }
             (Some(Completion::Expired { len }), _) => {
                 tracing::debug!(seq = flush.seq, len, "batch expired before its retry");
-                let batch = std::mem::replace(
-                    &mut lane.batch,
-                    Batch::new(Vec::new(), flush.seq, attempt, flush.trigger),
-                );
-                crate::expire::hand_over(shared, crate::handler::Expired { batch, seq: Some(flush.seq) });
-                drop(callback);
+                expire_held(shared, lane, &flush, attempt, callback);
                 return After::Next(None);
             }
             (None, _) => {
@@ -589,18 +600,51 @@ impl<T: 'static> LaneBuf<T> {
     }
 }
 
-/// Waits until the core lets batch `seq` retry. `None` if a shutdown deadline aborted it.
-async fn wait_retry<T>(shared: &Shared<T>, seq: u64) -> Option<u32> {
+/// Hands the lane's batch (too old for its next attempt) to `on_expire`; `guard` (the note
+/// that keeps a `flush` waiting for the callback) is dropped after it.
+fn expire_held<T: 'static, G>(
+    shared: &Shared<T>,
+    lane: &mut LaneBuf<T>,
+    flush: &Flush,
+    attempt: u32,
+    guard: G,
+) {
+    let empty = Batch::new(Vec::new(), flush.seq, attempt, flush.trigger);
+    let batch = std::mem::replace(&mut lane.batch, empty);
+    crate::expire::hand_over(shared, crate::handler::Expired { batch, seq: Some(flush.seq) });
+    drop(guard);
+}
+
+/// How a wait for a retry ended.
+enum Waited<'a, T> {
+    /// Run this attempt.
+    Attempt(u32),
+    /// Too old to send by now: final (expired); the guard covers the `on_expire` call.
+    Expired(crate::shared::CallbackGuard<'a, T>),
+    /// A shutdown deadline aborted it.
+    Aborted,
+}
+
+/// Waits until the core lets batch `seq` (whose first item has acceptance index `first`) retry.
+async fn wait_retry<T>(shared: &Shared<T>, seq: u64, first: u64) -> Waited<'_, T> {
     loop {
         let work = shared.work.notified();
         let abort = shared.abort.notified();
         let at = {
             let mut st = shared.lock();
             if shared.aborted.load(Ordering::Acquire) {
-                return None;
+                return Waited::Aborted;
             }
-            if let Some(attempt) = st.core.poll_retry(shared.now(), seq) {
-                return Some(attempt);
+            match st.core.poll_retry(shared.now(), seq) {
+                Some(Retry::Attempt(attempt)) => return Waited::Attempt(attempt),
+                Some(Retry::Expired { .. }) => {
+                    let guard = st.callback_starts(shared, first);
+                    if st.waiting_producers > 0 {
+                        shared.space.notify_waiters();
+                    }
+                    return Waited::Expired(guard);
+                }
+                None => {}
             }
             if st.core.is_paused() { None } else { st.core.retry_at(seq).map(|at| shared.to_tokio(at)) }
         };

@@ -9,7 +9,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use batch_core::store::record::Corrupt;
-use batch_core::store::{Recovered, Store, StoreError};
+use batch_core::store::{Recovered, Store, StoreError, StoredBatch};
 use batch_tokio::DiskStore;
 use batch_tokio::disk_store::{DiskStoreError, Problem};
 use serde::{Deserialize, Serialize};
@@ -45,13 +45,24 @@ async fn open(path: &Path) -> DiskStore<Reading> {
     DiskStore::open(path, TAG).await.unwrap()
 }
 
+/// Batch `seq`'s header as these tests store it (a birth derived from the seq).
+fn sb(seq: u64) -> StoredBatch {
+    StoredBatch { seq, born_ms: 1_764_000_000_000 + seq }
+}
+
+/// The seq of a header read back, after checking its birth came back as stored.
+fn checked(b: StoredBatch) -> u64 {
+    assert_eq!(b, sb(b.seq), "the birth is kept with the batch");
+    b.seq
+}
+
 /// Every batch in the store, oldest first, through `read_after`.
 async fn read_all(store: &mut DiskStore<Reading>) -> Vec<(u64, Vec<Reading>)> {
     let mut all = Vec::new();
     let mut after = None;
     loop {
         let mut out = Vec::with_capacity(20_000);
-        match store.read_after(after, &mut out).await.unwrap() {
+        match store.read_after(after, &mut out).await.unwrap().map(checked) {
             Some(seq) => {
                 all.push((seq, out));
                 after = Some(seq);
@@ -75,14 +86,14 @@ async fn round_trip_in_seq_order() {
     let mut store = open(&dir.file()).await;
     assert_eq!(store.recover().await.unwrap(), Recovered { batches: 0, items: 0, seq_floor: 0 });
     for seq in [3, 7, 8, 120] {
-        store.append(seq, &batch(seq)).await.unwrap();
+        store.append(sb(seq), &batch(seq)).await.unwrap();
     }
     // The store and its futures are `Send`: a store can live in a spawned task.
     let items = batch(1);
     let mut out = Vec::with_capacity(64);
     let mut store = send(store);
-    send(store.append(1, &items)).await.unwrap();
-    send(store.read_after(None, &mut out)).await.unwrap();
+    send(store.append(sb(1), &items)).await.unwrap();
+    send(store.read_after(None, &mut out)).await.unwrap().map(checked);
     send(store.remove(1)).await.unwrap();
     send(store.recover()).await.unwrap();
     send(store.persist_seq_floor(0)).await.unwrap();
@@ -92,10 +103,10 @@ async fn round_trip_in_seq_order() {
         assert_eq!(items, &batch(*seq));
     }
     let mut out = Vec::with_capacity(64);
-    assert_eq!(store.read_after(Some(7), &mut out).await.unwrap(), Some(8));
+    assert_eq!(store.read_after(Some(7), &mut out).await.unwrap().map(checked), Some(8));
     assert_eq!(out, batch(8));
-    assert_eq!(store.read_after(Some(120), &mut out).await.unwrap(), None);
-    assert_eq!(store.read_after(Some(u64::MAX), &mut out).await.unwrap(), None);
+    assert_eq!(store.read_after(Some(120), &mut out).await.unwrap().map(checked), None);
+    assert_eq!(store.read_after(Some(u64::MAX), &mut out).await.unwrap().map(checked), None);
     // A buffer too small for the batch: an error, nothing delivered, the record kept.
     let mut small = Vec::with_capacity(2);
     assert_eq!(
@@ -108,17 +119,17 @@ async fn round_trip_in_seq_order() {
     assert!(small.is_empty());
     assert_eq!(store.corrupt().count, 0);
     // A seq appended twice is refused (the first stays).
-    assert!(matches!(store.append(8, &batch(9)).await, Err(StoreError::Io(DiskStoreError::Database(_)))));
+    assert!(matches!(store.append(sb(8), &batch(9)).await, Err(StoreError::Io(DiskStoreError::Database(_)))));
     // Empty batches and large ones.
-    store.append(200, &[]).await.unwrap();
+    store.append(sb(200), &[]).await.unwrap();
     let big: Vec<Reading> = (0..20_000).map(|i| Reading { ts: i, sensor: 1, value: 2.0 }).collect();
-    store.append(201, &big).await.unwrap();
+    store.append(sb(201), &big).await.unwrap();
     let all = read_all(&mut store).await;
     assert_eq!(seqs(&all), [3, 7, 8, 120, 200, 201]);
     assert_eq!(all[2].1, batch(8));
     assert!(all[4].1.is_empty());
     let mut out = Vec::with_capacity(20_000);
-    assert_eq!(store.read_after(Some(200), &mut out).await.unwrap(), Some(201));
+    assert_eq!(store.read_after(Some(200), &mut out).await.unwrap().map(checked), Some(201));
     assert_eq!(out, big);
     store.close().await;
 }
@@ -144,9 +155,9 @@ async fn the_runtime_thread_is_free_during_disk_io() {
     store.recover().await.unwrap();
     for seq in 0..20 {
         let before = ticks.load(Ordering::Relaxed);
-        store.append(seq, &batch(seq)).await.unwrap();
+        store.append(sb(seq), &batch(seq)).await.unwrap();
         let mut out = Vec::with_capacity(64);
-        store.read_after(None, &mut out).await.unwrap();
+        store.read_after(None, &mut out).await.unwrap().map(checked);
         store.remove(seq).await.unwrap();
         assert!(ticks.load(Ordering::Relaxed) > before, "the runtime thread was blocked by the store");
     }
@@ -160,7 +171,7 @@ async fn removes_the_oldest_and_a_middle_one() {
     let mut store = open(&dir.file()).await;
     store.recover().await.unwrap();
     for seq in 1..=6 {
-        store.append(seq, &batch(seq)).await.unwrap();
+        store.append(sb(seq), &batch(seq)).await.unwrap();
     }
     store.remove(1).await.unwrap();
     store.remove(4).await.unwrap();
@@ -168,7 +179,7 @@ async fn removes_the_oldest_and_a_middle_one() {
     store.remove(99).await.unwrap(); // never held: not an error
     assert_eq!(seqs(&read_all(&mut store).await), [2, 3, 5, 6]);
     let mut out = Vec::with_capacity(64);
-    assert_eq!(store.read_after(None, &mut out).await.unwrap(), Some(2));
+    assert_eq!(store.read_after(None, &mut out).await.unwrap().map(checked), Some(2));
     store.close().await;
 
     let mut store = open(&dir.file()).await;
@@ -187,7 +198,7 @@ async fn full_at_its_byte_limit() {
     store.set_max_bytes(Some(2_000));
     let mut seq = 10;
     let full_at = loop {
-        match store.append(seq, &batch(seq)).await {
+        match store.append(sb(seq), &batch(seq)).await {
             Ok(()) => seq += 1,
             Err(StoreError::Full) => break seq,
             Err(e) => panic!("{e}"),
@@ -198,16 +209,16 @@ async fn full_at_its_byte_limit() {
     assert_eq!(seqs(&read_all(&mut store).await), held, "a refused batch is not written");
     // Removing the oldest makes room again.
     store.remove(10).await.unwrap();
-    store.append(full_at, &batch(full_at)).await.unwrap();
-    assert!(matches!(store.append(full_at + 1, &batch(full_at + 1)).await, Err(StoreError::Full)));
+    store.append(sb(full_at), &batch(full_at)).await.unwrap();
+    assert!(matches!(store.append(sb(full_at + 1), &batch(full_at + 1)).await, Err(StoreError::Full)));
     store.close().await;
     // After a reopen the bytes held are counted from the file.
     let mut store = open(&dir.file()).await;
     store.recover().await.unwrap();
     store.set_max_bytes(Some(2_000));
-    assert!(matches!(store.append(full_at + 1, &batch(full_at + 1)).await, Err(StoreError::Full)));
+    assert!(matches!(store.append(sb(full_at + 1), &batch(full_at + 1)).await, Err(StoreError::Full)));
     store.set_max_bytes(None);
-    store.append(full_at + 1, &batch(full_at + 1)).await.unwrap();
+    store.append(sb(full_at + 1), &batch(full_at + 1)).await.unwrap();
     store.close().await;
 }
 
@@ -223,7 +234,7 @@ async fn seq_floor_survives_reopen() {
     let mut store = open(&dir.file()).await;
     assert_eq!(store.recover().await.unwrap(), Recovered { batches: 0, items: 0, seq_floor: 100 });
     // A batch above the persisted floor lifts the floor above it.
-    store.append(300, &batch(300)).await.unwrap();
+    store.append(sb(300), &batch(300)).await.unwrap();
     store.close().await;
     let mut store = open(&dir.file()).await;
     let r = store.recover().await.unwrap();
@@ -248,7 +259,7 @@ async fn files_are_owner_only() {
     let path = dir.file();
     let mut store = open(&path).await;
     store.recover().await.unwrap();
-    store.append(1, &batch(1)).await.unwrap();
+    store.append(sb(1), &batch(1)).await.unwrap();
     let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode(&path), 0o600);
     let wal = dir.0.join("store.db-wal");
@@ -306,7 +317,7 @@ fn patch(path: &Path, find: &[u8], with: &[u8]) -> usize {
 
 /// The first bytes of batch `seq`'s record: magic, version, type tag, seq.
 fn header(seq: u64, tag: u32) -> Vec<u8> {
-    let mut h = b"BTCH\x01".to_vec();
+    let mut h = b"BTCH\x02".to_vec();
     h.extend_from_slice(&tag.to_le_bytes());
     h.extend_from_slice(&seq.to_le_bytes());
     h
@@ -317,7 +328,7 @@ async fn seven_batches(path: &Path) {
     let mut store = open(path).await;
     store.recover().await.unwrap();
     for seq in 1..=7 {
-        store.append(seq, &batch(seq)).await.unwrap();
+        store.append(sb(seq), &batch(seq)).await.unwrap();
     }
     store.close().await;
     assert!(!path.with_extension("db-wal").exists());
@@ -327,6 +338,7 @@ async fn seven_batches(path: &Path) {
 /// length cut short, another record format version.
 fn damage(path: &Path) {
     let mut h = header(2, TAG);
+    h.extend_from_slice(&sb(2).born_ms.to_le_bytes());
     let mut flipped = h.clone();
     h.extend_from_slice(&[3, 0, 0, 0]); // item count
     flipped.extend_from_slice(&[3 ^ 0x40, 0, 0, 0]);
@@ -335,6 +347,7 @@ fn damage(path: &Path) {
     assert_eq!(patch(path, &header(4, TAG), &header(40, TAG)), 1);
     // Batch 5 has 6 items; its payload length is cut by 5 bytes.
     let mut h = header(5, TAG);
+    h.extend_from_slice(&sb(5).born_ms.to_le_bytes());
     h.extend_from_slice(&6u32.to_le_bytes());
     let bytes = std::fs::read(path).unwrap();
     let at = bytes.windows(h.len()).position(|w| w == &h[..]).unwrap() + h.len();
@@ -343,7 +356,7 @@ fn damage(path: &Path) {
     cut.push(bytes[at] - 5);
     assert_eq!(patch(path, &h, &cut), 1);
     let mut newer = header(6, TAG);
-    newer[4] = 2;
+    newer[4] = 3;
     assert_eq!(patch(path, &header(6, TAG), &newer), 1);
 }
 
@@ -509,18 +522,21 @@ fn crash_child() {
                         floor = f;
                     }
                     println!("@a {next}");
-                    store.append(next, &batch(next)).await.unwrap();
+                    store.append(sb(next), &batch(next)).await.unwrap();
                     println!("@A {next}");
                     next += 1;
                 }
                 6..=8 => {
                     let mut out = Vec::with_capacity(64);
-                    let Some(oldest) = store.read_after(None, &mut out).await.unwrap() else { continue };
+                    let Some(oldest) = store.read_after(None, &mut out).await.unwrap().map(checked) else {
+                        continue;
+                    };
                     // The oldest, or now and then the one after it.
                     let mut seq = oldest;
                     if rng.below(3) == 0 {
                         out.clear();
-                        if let Some(s) = store.read_after(Some(oldest), &mut out).await.unwrap() {
+                        if let Some(s) = store.read_after(Some(oldest), &mut out).await.unwrap().map(checked)
+                        {
                             seq = s;
                         }
                     }

@@ -143,3 +143,37 @@ async fn a_durable_add_resolves_once_written_while_the_handler_still_runs() {
     let report = batcher.shutdown().await;
     assert_eq!(report.metrics.delivered, 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stored_batch_older_than_max_age_when_it_leaves_the_store_goes_to_on_expire() {
+    use batch_core::store::{Store, StoredBatch};
+    let dir = TempDir::new("tokio-store-expire");
+    // What an earlier run left: a batch whose oldest item arrived two hours ago (Unix time), and
+    // one from a minute ago.
+    let mut store = DiskStore::<u64>::open(dir.file(), TAG).await.unwrap();
+    let floor = store.recover().await.unwrap().seq_floor;
+    let unix_ms =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
+    store.append(StoredBatch { seq: floor, born_ms: unix_ms - 7_200_000 }, &[1, 2]).await.unwrap();
+    store.append(StoredBatch { seq: floor + 1, born_ms: unix_ms - 60_000 }, &[3]).await.unwrap();
+    store.close().await;
+    let store = DiskStore::<u64>::open(dir.file(), TAG).await.unwrap();
+    let (log, expired) = (Log::default(), Log::default());
+    let stale = Arc::clone(&expired);
+    let batcher = Batcher::builder()
+        .max_age(Duration::from_secs(3600))
+        .on_expire(move |e| stale.lock().unwrap().push((e.seq().unwrap(), e.items().to_vec())))
+        .disk_store(store, StorePolicy::new())
+        .spawn(recording(&log))
+        .unwrap();
+    let report = batcher.shutdown().await;
+    assert_eq!(*expired.lock().unwrap(), [(floor, vec![1, 2])], "two hours old: not sent");
+    assert_eq!(*log.lock().unwrap(), [(floor + 1, vec![3])], "a minute old: sent");
+    let m = report.metrics;
+    assert_eq!((m.expired, m.delivered, m.stored), (2, 1, 0), "{m:?}");
+    assert!(m.is_consistent(), "{m:?}");
+    // Both were removed from the store.
+    let mut store = DiskStore::<u64>::open(dir.file(), TAG).await.unwrap();
+    assert_eq!(store.recover().await.unwrap().batches, 0);
+    store.close().await;
+}

@@ -384,6 +384,28 @@ async fn a_failed_batch_that_would_be_too_old_at_its_retry_expires_instead() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_retry_delayed_by_a_pause_past_max_age_expires_instead_of_sending_stale_items() {
+    let (fates, weak) = (Shared::default(), Arc::default());
+    let h = recording(&fates, |_, _, _| Err("down".into()));
+    let b =
+        builder(&fates, &weak).max_batch(2).max_attempts(5).retry_delays(ms(100), ms(1000)).max_age(ms(250));
+    let b = spawn(b, &weak, h);
+    b.add_many(0..2).await.unwrap();
+    tokio::time::sleep(ms(50)).await; // attempt 1 failed at 0; its retry is due at 100 ms
+    assert_eq!(fates.lock().unwrap().attempts.len(), 1);
+    b.pause(); // the uplink went down meanwhile, for an hour
+    tokio::time::sleep(Duration::from_secs(3600)).await;
+    b.resume();
+    b.flush().await;
+    let f = fates.lock().unwrap();
+    assert_eq!(f.attempts.len(), 1, "no attempt with items an hour old");
+    assert_eq!(f.expired, [(Some(0), 0), (Some(0), 1)]);
+    let m = b.metrics();
+    assert_eq!((m.expired, m.retries, m.batches_in_flight), (2, 0, 0), "{m:?}");
+    each_once(&f, &m, 2);
+}
+
+#[tokio::test(start_paused = true)]
 async fn the_rest_of_a_partial_answer_can_expire_while_its_rejections_go_to_on_reject() {
     let (fates, weak) = (Shared::default(), Arc::default());
     let h = recording(&fates, |_, _, items| {

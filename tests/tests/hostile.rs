@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use batch_core::storage::{FixedDeque, InFlight};
-use batch_core::{BatchCore, Completion, Config, Instant, Outcome};
+use batch_core::{BatchCore, Completion, Config, Instant, Outcome, Retry};
 use batch_tests::{Letters, Log, ms, settle};
 use batch_tokio::handler::{self, Batch};
 use batch_tokio::{Batcher, BuildError, Builder, ConfigError, PushError, Trigger};
@@ -486,7 +486,7 @@ fn the_core_at_instant_max_with_huge_durations() {
     // Failures at the end of time: the retry is due at Instant::MAX (saturated), not before.
     let c = core.handle_completion(Instant::MAX, flush.seq, Outcome::Failed);
     assert_eq!(c, Some(Completion::Retry { attempt: 2, at: Instant::MAX }));
-    assert_eq!(core.poll_retry(Instant::MAX, flush.seq), Some(2));
+    assert_eq!(core.poll_retry(Instant::MAX, flush.seq), Some(Retry::Attempt(2)));
     let c = core.handle_completion(Instant::MAX, flush.seq, Outcome::Failed);
     assert!(matches!(c, Some(Completion::Retry { attempt: 3, .. })), "{c:?}");
     // A clock that goes backwards: nothing panics, nothing is due early.
@@ -496,7 +496,7 @@ fn the_core_at_instant_max_with_huge_durations() {
     core.pause(Instant::ZERO);
     core.resume(Instant::MAX);
     let _ = core.poll_timeout();
-    assert_eq!(core.poll_retry(Instant::MAX, flush.seq), Some(3));
+    assert_eq!(core.poll_retry(Instant::MAX, flush.seq), Some(Retry::Attempt(3)));
     let c = core.handle_completion(Instant::MAX, flush.seq, Outcome::Failed);
     assert!(matches!(c, Some(Completion::DeadLettered { attempts: 3, len: 2 })), "{c:?}");
     // Pushes at Instant::ZERO after Instant::MAX (time going backwards).

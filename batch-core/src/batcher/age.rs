@@ -1,13 +1,18 @@
 //! Expiry ([`Config::max_age`](crate::Config::max_age)): items too old to be worth sending are
-//! handed back instead. Checked at the two moments an item would go out: when its batch is cut
-//! ([`poll_expired`](BatchCore::poll_expired), before [`poll_flush`](BatchCore::poll_flush)) and
+//! handed back instead. Checked at the three moments an item would go out: when its batch is
+//! cut ([`poll_expired`](BatchCore::poll_expired), before [`poll_flush`](BatchCore::poll_flush)),
 //! before a retry (a failed batch whose oldest item would be too old at its next attempt ends
-//! as [`Completion::Expired`](crate::Completion::Expired)).
+//! as [`Completion::Expired`](crate::Completion::Expired)), and when it leaves the store (a
+//! loaded batch already too old comes back as a [`Flush`](crate::Flush) with `expired` set).
 //!
 //! Ages come from the arrival marks (no timestamp per item): the front item is anchored to a
 //! mark at or before its arrival, so an age is never underestimated; an item can expire early
-//! by at most the time between its batch's first arrival and its own. A batch loaded from the
-//! store has no arrival on record (the record format keeps none): it is not expired.
+//! by at most the time between its batch's first arrival and its own. A stored batch keeps that
+//! anchor as its birth on the driver's store clock
+//! ([`StoredBatch`](crate::store::StoredBatch)), in milliseconds: as exact as that clock
+//! (batch-tokio: Unix time, so the time a service was down counts; batch-embassy: time since
+//! boot, so the time before a reboot is not counted and a stored batch expires late, never
+//! early).
 //!
 //! ```
 //! use batch_core::{Batch, Batcher, Config, Duration, Instant};
@@ -30,7 +35,7 @@
 use super::{BatchCore, add};
 use crate::metrics::Count;
 use crate::storage::{BatchBuf, Queue, Slots};
-use crate::time::Instant;
+use crate::time::{Duration, Instant};
 
 impl<T, Q: Queue<T>, S: Slots> BatchCore<T, Q, S> {
     /// Moves the items at the front of the buffer that are older than `max_age` at `now` into
@@ -67,7 +72,24 @@ impl<T, Q: Queue<T>, S: Slots> BatchCore<T, Q, S> {
     }
 
     /// Whether the batch of `slot` would be too old to send at `at`.
+    #[allow(clippy::unused_self, reason = "the same signature as without the feature")]
     pub(super) fn too_old_at(&self, slot: &crate::storage::InFlight, at: Instant) -> bool {
-        self.config.get_max_age().is_some_and(|max| at - slot.born > max)
+        at > slot.expires
+    }
+
+    /// The last moment a batch whose oldest item arrived at `born` may be sent.
+    pub(super) fn expiry_of(&self, born: Instant) -> Instant {
+        self.config.get_max_age().map_or(Instant::MAX, |max| born + max)
+    }
+
+    /// The last moment a batch whose oldest item is `age` old at `now` may be sent, or `None` if
+    /// it is too old already (a batch leaving the store).
+    #[cfg(feature = "store")]
+    pub(super) fn expiry_at_age(&self, now: Instant, age: crate::Duration) -> Option<Instant> {
+        match self.config.get_max_age() {
+            None => Some(Instant::MAX),
+            Some(max) if age > max => None,
+            Some(max) => Some(now + Duration::from_micros(max.as_micros() - age.as_micros())),
+        }
     }
 }

@@ -85,7 +85,8 @@ impl<T, Q: Queue<T>, S: Slots> BatchCore<T, Q, S> {
         self.next_seq += 1;
         let write_ahead = self.cut_write_ahead(seq);
         self.pace_take(now);
-        let slot = InFlight::first_attempt(seq, first, len as u32, self.marks.anchor(), false);
+        let slot =
+            InFlight::first_attempt(seq, first, len as u32, self.expiry_of(self.marks.anchor()), false);
         let added = self.slots.push(slot);
         debug_assert!(added.is_ok(), "slot_free() checked for room");
         let oldest_age = now - self.marks.anchor();
@@ -95,7 +96,7 @@ impl<T, Q: Queue<T>, S: Slots> BatchCore<T, Q, S> {
         self.counters.flushes.record(trigger);
         self.counters.in_flight += len as Count;
         self.reanchor();
-        Some(Flush { seq, len, trigger, oldest_age, first_item: first, write_ahead })
+        Some(Flush { seq, len, trigger, oldest_age, first_item: first, write_ahead, expired: false })
     }
 
     /// Moves a batch from the front of the buffer into `out`: up to `max_batch` items (fewer if

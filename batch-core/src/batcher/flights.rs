@@ -1,7 +1,7 @@
 //! The flight table: batches between their cut and their final outcome, their attempts, the
 //! retry back-off with jitter, and giving a batch up at a shutdown deadline.
 
-use super::{BatchCore, Completion, Outcome, add};
+use super::{BatchCore, Completion, Outcome, Retry, add};
 use crate::metrics::Count;
 use crate::storage::{Phase, Queue, Slots};
 use crate::time::{Duration, Instant};
@@ -133,20 +133,46 @@ impl<T, Q: Queue<T>, S: Slots> BatchCore<T, Q, S> {
     }
 
     /// Starts the next attempt of batch `seq` if its retry is due at `now` (and the batcher is not
-    /// paused). Returns the attempt's number; the driver runs the handler again on the items it
-    /// kept and reports with [`handle_completion`](Self::handle_completion).
+    /// paused): [`Retry::Attempt`] with the attempt's number; the driver runs the handler again
+    /// on the items it kept and reports with [`handle_completion`](Self::handle_completion). With
+    /// [`Config::max_age`](crate::Config) (feature `uplink`), a batch too old to send by now (its
+    /// retry came late: a pause, a driver that was not scheduled) is final instead:
+    /// [`Retry::Expired`], and the driver hands the kept items to its expiry path.
+    ///
+    /// ```
+    /// use batch_core::{Batch, Batcher, Completion, Config, Duration, Instant, Outcome, Retry};
+    /// let mut core: Batcher<u8, 4> = Batcher::new(Config::new().max_batch(1));
+    /// let t = Instant::ZERO;
+    /// core.push(t, 1).unwrap();
+    /// let f = core.poll_flush(t, &mut Batch::<u8, 4>::new()).unwrap();
+    /// let Some(Completion::Retry { attempt: 2, at }) = core.handle_completion(t, f.seq, Outcome::Failed) else {
+    ///     panic!()
+    /// };
+    /// assert_eq!(core.poll_retry(t, f.seq), None); // not yet
+    /// assert_eq!(core.poll_retry(at, f.seq), Some(Retry::Attempt(2)));
+    /// ```
     #[must_use]
-    pub fn poll_retry(&mut self, now: Instant, seq: u64) -> Option<u32> {
+    pub fn poll_retry(&mut self, now: Instant, seq: u64) -> Option<Retry> {
         if self.paused_at.is_some() {
             return None;
         }
-        let slot = self.slots.as_mut_slice().iter_mut().find(|s| s.seq == seq)?;
+        let index = self.slots.as_slice().iter().position(|s| s.seq == seq)?;
+        let slot = &self.slots.as_slice()[index];
         match slot.phase {
             Phase::Backoff(at) if now >= at => {
+                if self.too_old_at(slot, now) {
+                    let len = slot.len;
+                    self.finish_slot(index);
+                    add(&mut self.counters.expired, Count::from(len));
+                    self.counters.in_flight -= Count::from(len);
+                    self.wake = true;
+                    return Some(Retry::Expired { len: len as usize });
+                }
+                let slot = &mut self.slots.as_mut_slice()[index];
                 slot.phase = Phase::Running;
                 slot.attempt += 1;
                 add(&mut self.counters.retries, 1);
-                Some(slot.attempt)
+                Some(Retry::Attempt(slot.attempt))
             }
             _ => None,
         }
@@ -178,6 +204,10 @@ impl<T, Q: Queue<T>, S: Slots> BatchCore<T, Q, S> {
             to.len = from.len;
             to.attempt = from.attempt;
             to.phase = from.phase;
+            #[cfg(feature = "uplink")]
+            {
+                to.expires = from.expires;
+            }
             #[cfg(feature = "store")]
             {
                 to.stored = from.stored;

@@ -24,4 +24,13 @@ impl<T, Q: Queue<T>, S: Slots> BatchCore<T, Q, S> {
     pub(super) fn too_old_at(&self, _slot: &InFlight, _at: Instant) -> bool {
         false
     }
+    #[inline]
+    pub(super) fn expiry_of(&self, _born: Instant) -> Instant {
+        Instant::MAX
+    }
+    #[cfg(feature = "store")]
+    #[inline]
+    pub(super) fn expiry_at_age(&self, _now: Instant, _age: crate::Duration) -> Option<Instant> {
+        Some(Instant::MAX)
+    }
 }

@@ -28,7 +28,7 @@
 //!    (producers wait, as when full): recovered items are older than every new one.
 //!
 //! ```
-//! use batch_core::{Batch, Batcher, Config, Instant, Outcome};
+//! use batch_core::{Batch, Batcher, Config, Duration, Instant, Outcome};
 //! use batch_core::store::{Recovered, StoreDone, StoreOp, StorePolicy};
 //!
 //! let config = Config::new().max_batch(2).store(StorePolicy::new().spill(true).seq_block(8));
@@ -44,7 +44,7 @@
 //! core.push(t, 1).unwrap();
 //! core.push(t, 2).unwrap();
 //! // RAM is full and nothing can be sent: the oldest batch moves to the store.
-//! assert_eq!(core.poll_store(t, &mut io), Some(StoreOp::Append { seq: 40, len: 2 }));
+//! assert_eq!(core.poll_store(t, &mut io), Some(StoreOp::Append { seq: 40, len: 2, age: Duration::ZERO }));
 //! assert_eq!(&io[..], &[1, 2]);
 //! io.clear(); // the driver wrote them durably
 //! assert_eq!(core.handle_store(t, StoreDone::Appended), None);
@@ -52,7 +52,7 @@
 //! core.resume(t); // back online: the stored batch goes first
 //! assert_eq!(core.poll_store(t, &mut io), Some(StoreOp::Load { after: None }));
 //! io.extend_from_slice(&[1, 2]).unwrap(); // the driver read it back
-//! let flush = core.handle_store(t, StoreDone::Loaded { seq: 40, len: 2 }).unwrap();
+//! let flush = core.handle_store(t, StoreDone::Loaded { seq: 40, len: 2, age: Duration::ZERO }).unwrap();
 //! assert_eq!((flush.seq, flush.len), (40, 2));
 //! let _ = core.handle_completion(t, 40, Outcome::Delivered);
 //! // Delivered, but final only once the store removed it.
@@ -75,7 +75,7 @@ use crate::config::Overflow;
 use crate::metrics::{Count, Trigger};
 use crate::storage::{BatchBuf, InFlight, Phase, Queue, Slots};
 use crate::store::Recovered;
-use crate::time::Instant;
+use crate::time::{Duration, Instant};
 
 /// How a batcher uses its store (set with [`Config::store`](crate::Config::store)).
 ///
@@ -152,13 +152,17 @@ pub enum StoreOp {
         /// The new floor.
         floor: u64,
     },
-    /// A spill: `len` items were moved into the driver's buffer; `Store::append(seq, items)`,
-    /// then [`StoreDone::Appended`], or, if refused, [`BatchCore::unspill`] with the items.
+    /// A spill: `len` items were moved into the driver's buffer;
+    /// `Store::append(StoredBatch::at(seq, clock_ms, age), items)`, then
+    /// [`StoreDone::Appended`], or, if refused, [`BatchCore::unspill`] with the items.
     Append {
         /// The batch's sequence number.
         seq: u64,
         /// Its items.
         len: usize,
+        /// How long its oldest item has waited (never less than the truth): the driver records
+        /// the birth on its store clock ([`StoredBatch::at`](crate::store::StoredBatch::at)).
+        age: Duration,
     },
     /// `Store::read_after(after, buffer)`: then [`StoreDone::Loaded`] (the batch is in flight
     /// and its first attempt runs on the buffer) or [`StoreDone::Empty`].
@@ -194,6 +198,9 @@ pub enum StoreDone {
         seq: u64,
         /// Its items.
         len: usize,
+        /// Its oldest item's age now, from the record
+        /// ([`StoredBatch::age_at`](crate::store::StoredBatch::age_at) on the store clock).
+        age: Duration,
     },
     /// [`StoreOp::Load`] or [`StoreOp::Evict`] found no batch.
     Empty,
@@ -219,6 +226,8 @@ enum Pending {
     Append {
         len: usize,
         weight: u64,
+        /// The arrival anchor of its oldest item, restored if the store refuses it.
+        born: Instant,
     },
     Load,
     Remove(u64),
@@ -520,7 +529,7 @@ impl<T, Q: Queue<T>, S: Slots> BatchCore<T, Q, S> {
             return Some(StoreOp::Load { after });
         }
         if policy.get_spill() && self.spill_due(now) {
-            return self.spill(out);
+            return self.spill(now, out);
         }
         None
     }
@@ -552,7 +561,7 @@ impl<T, Q: Queue<T>, S: Slots> BatchCore<T, Q, S> {
     /// [`is_durable`](Self::is_durable).
     ///
     /// ```
-    /// use batch_core::{Batch, Batcher, Config, Instant};
+    /// use batch_core::{Batch, Batcher, Config, Duration, Instant};
     /// use batch_core::store::{Recovered, StoreDone, StoreOp, StorePolicy};
     /// let mut core: Batcher<u8, 8> = Batcher::new(Config::new().max_batch(4).store(StorePolicy::new()));
     /// let (t, mut io) = (Instant::ZERO, Batch::<u8, 8>::new());
@@ -563,7 +572,7 @@ impl<T, Q: Queue<T>, S: Slots> BatchCore<T, Q, S> {
     /// core.push(t, 7).unwrap();
     /// let token = core.token();
     /// core.request_durable(token);
-    /// assert_eq!(core.poll_store(t, &mut io), Some(StoreOp::Append { seq: 0, len: 1 }));
+    /// assert_eq!(core.poll_store(t, &mut io), Some(StoreOp::Append { seq: 0, len: 1, age: Duration::ZERO }));
     /// let _ = core.handle_store(t, StoreDone::Appended);
     /// assert!(core.is_durable(token));
     /// ```
@@ -582,16 +591,18 @@ impl<T, Q: Queue<T>, S: Slots> BatchCore<T, Q, S> {
     }
 
     /// Cuts the front of RAM into `out` as a batch for the store.
-    fn spill<B: BatchBuf<T>>(&mut self, out: &mut B) -> Option<StoreOp> {
+    fn spill<B: BatchBuf<T>>(&mut self, now: Instant, out: &mut B) -> Option<StoreOp> {
         let (len, weight, _) = self.cut_front(out, Trigger::Size);
         if len == 0 {
             return None;
         }
         let seq = self.next_seq;
         self.next_seq += 1;
-        self.store.pending = Some(Pending::Append { len, weight });
+        let born = self.marks.anchor();
+        self.store.pending = Some(Pending::Append { len, weight, born });
+        let age = now - born;
         self.reanchor();
-        Some(StoreOp::Append { seq, len })
+        Some(StoreOp::Append { seq, len, age })
     }
 
     /// Reports how the operation from [`poll_store`](Self::poll_store) ended. Returns the batch
@@ -615,9 +626,9 @@ impl<T, Q: Queue<T>, S: Slots> BatchCore<T, Q, S> {
                 s.items += len as u64;
                 s.full = false;
             }
-            (Pending::Load, StoreDone::Loaded { seq, len }) => {
+            (Pending::Load, StoreDone::Loaded { seq, len, age }) => {
                 self.store.pending = None;
-                return self.load(seq, len);
+                return self.load(now, seq, len, age);
             }
             (Pending::Load, StoreDone::Empty) => {
                 // The store has fewer batches than it reported: what it could not produce is
@@ -671,7 +682,7 @@ impl<T, Q: Queue<T>, S: Slots> BatchCore<T, Q, S> {
     /// batch ([`StoreOp::Evict`]); under `Reject` spilling stops until a removal frees room.
     /// Returns how many items came back.
     pub fn unspill(&mut self, now: Instant, full: bool, items: impl DoubleEndedIterator<Item = T>) -> usize {
-        let Some(Pending::Append { len, weight }) = self.store.pending else {
+        let Some(Pending::Append { len, weight, born }) = self.store.pending else {
             return 0;
         };
         self.store.pending = None;
@@ -704,16 +715,15 @@ impl<T, Q: Queue<T>, S: Slots> BatchCore<T, Q, S> {
         debug_assert_eq!(back, len, "unspill takes back exactly the spilled items");
         self.buffered_weight += weight;
         if back > 0 {
-            // Their arrival is unknown here: anchor them as early as the current anchor.
-            let at = if self.queue.len() > back { self.marks.anchor() } else { now };
-            self.marks.reset(self.front_index(), at);
+            // Anchored where the oldest of them was: ages and linger stay upper bounds.
+            self.marks.reset(self.front_index(), born);
         }
         self.refresh_fast();
         back
     }
 
     /// A batch was read back from the store: it takes a flight slot, attempt 1.
-    fn load(&mut self, seq: u64, len: usize) -> Option<Flush> {
+    fn load(&mut self, now: Instant, seq: u64, len: usize, age: Duration) -> Option<Flush> {
         let s = &mut self.store;
         let len_items = (len as u64).min(s.items);
         s.batches = s.batches.saturating_sub(1);
@@ -721,8 +731,12 @@ impl<T, Q: Queue<T>, S: Slots> BatchCore<T, Q, S> {
         s.cursor = Some(seq);
         // Stored items precede RAM in acceptance order: this batch's first item.
         let first = self.front_index() - self.stored_items() - len_items;
-        // Its items' arrival is not on record: `max_age` does not apply to it.
-        let slot = InFlight::first_attempt(seq, first, len as u32, Instant::MAX, true);
+        let expires = self.expiry_at_age(now, age);
+        let mut slot = InFlight::first_attempt(seq, first, len as u32, expires.unwrap_or(now), true);
+        if expires.is_none() {
+            // Too old to send: final at once (expired), kept until the store removed it.
+            slot.phase = Phase::Removing;
+        }
         if self.slots.push(slot).is_err() {
             // No slot (a driver bug: loads are asked for only with one free): keep it stored.
             let s = &mut self.store;
@@ -730,11 +744,15 @@ impl<T, Q: Queue<T>, S: Slots> BatchCore<T, Q, S> {
             s.items += len_items;
             return None;
         }
-        self.counters.in_flight += len as Count;
-        self.counters.flushes.record(Trigger::Store);
-        // Its items' arrival is not kept in the store: the age is reported as zero.
-        let oldest_age = crate::Duration::ZERO;
-        Some(Flush { seq, len, trigger: Trigger::Store, oldest_age, first_item: first, write_ahead: false })
+        let expired = expires.is_none();
+        if expired {
+            add(&mut self.counters.expired, len as Count);
+        } else {
+            self.counters.in_flight += len as Count;
+            self.counters.flushes.record(Trigger::Store);
+        }
+        let trigger = Trigger::Store;
+        Some(Flush { seq, len, trigger, oldest_age: age, first_item: first, write_ahead: false, expired })
     }
 
     /// The final outcome of a slot: kept until the store removed the batch if it is stored.
@@ -761,9 +779,10 @@ impl<T, Q: Queue<T>, S: Slots> BatchCore<T, Q, S> {
         if loadable { self.pace_ready_at() } else { None }
     }
 
-    /// Nothing stored, being written or waiting for removal.
+    /// Recovered, and nothing stored, being written or waiting for removal.
     pub(super) fn store_idle(&self) -> bool {
         let s = &self.store;
-        s.items == 0 && s.pending.is_none() && s.writes == 0
+        // Before recovery what the store holds is unknown: not finished, even if closed.
+        !self.needs_recovery() && s.items == 0 && s.pending.is_none() && s.writes == 0
     }
 }

@@ -8,12 +8,12 @@
 //! Enabled by the `store` feature (it brings `serde`, `postcard` and `crc`, all `no_std`).
 //!
 //! ```
-//! use batch_core::store::{Recovered, Store, StoreError};
+//! use batch_core::store::{Recovered, Store, StoreError, StoredBatch};
 //! use batch_core::storage::BatchBuf;
 //!
-//! /// A store in RAM (for tests): a `Vec` of `(seq, items)`.
+//! /// A store in RAM (for tests): a `Vec` of `(header, items)`.
 //! #[derive(Default)]
-//! struct Mem { batches: Vec<(u64, Vec<u32>)>, floor: u64 }
+//! struct Mem { batches: Vec<(StoredBatch, Vec<u32>)>, floor: u64 }
 //!
 //! impl Store<u32> for Mem {
 //!     type Error = core::convert::Infallible;
@@ -21,20 +21,19 @@
 //!         let items = self.batches.iter().map(|(_, b)| b.len() as u64).sum();
 //!         Ok(Recovered { batches: self.batches.len() as u64, items, seq_floor: self.floor })
 //!     }
-//!     async fn append(&mut self, seq: u64, items: &[u32]) -> Result<(), StoreError<Self::Error>> {
-//!         self.batches.push((seq, items.to_vec()));
+//!     async fn append(&mut self, batch: StoredBatch, items: &[u32]) -> Result<(), StoreError<Self::Error>> {
+//!         self.batches.push((batch, items.to_vec()));
 //!         Ok(())
 //!     }
 //!     async fn read_after<B: BatchBuf<u32>>(&mut self, after: Option<u64>, out: &mut B)
-//!         -> Result<Option<u64>, StoreError<Self::Error>> {
-//!         let Some((seq, items)) = self.batches.iter().find(|(s, _)| after.is_none_or(|a| *s > a)) else {
-//!             return Ok(None);
-//!         };
+//!         -> Result<Option<StoredBatch>, StoreError<Self::Error>> {
+//!         let found = self.batches.iter().find(|(b, _)| after.is_none_or(|a| b.seq > a));
+//!         let Some((batch, items)) = found else { return Ok(None) };
 //!         out.extend_from(items.iter().copied());
-//!         Ok(Some(*seq))
+//!         Ok(Some(*batch))
 //!     }
 //!     async fn remove(&mut self, seq: u64) -> Result<(), StoreError<Self::Error>> {
-//!         self.batches.retain(|(s, _)| *s != seq);
+//!         self.batches.retain(|(b, _)| b.seq != seq);
 //!         Ok(())
 //!     }
 //!     async fn persist_seq_floor(&mut self, floor: u64) -> Result<(), StoreError<Self::Error>> {
@@ -50,6 +49,53 @@ pub mod record;
 pub use crate::batcher::{StoreDone, StoreOp, StorePolicy};
 
 use crate::storage::BatchBuf;
+use crate::time::Duration;
+
+/// The header of a stored batch: its sequence number and when its oldest item arrived, in
+/// milliseconds on the driver's store clock (for [`Config::max_age`](crate::Config) when the
+/// batch leaves the store).
+///
+/// The store clock is the driver's, not the core's (whose [`Instant`](crate::Instant) restarts at
+/// every boot): batch-tokio uses Unix time (so ages count the time the service was down);
+/// batch-embassy uses the time since boot, which after a reboot makes every age from an earlier
+/// boot an *underestimate* (the record's birth looks recent), so a stored item is never expired
+/// early for want of a real-time clock, only late. [`BORN_UNKNOWN`](Self::BORN_UNKNOWN) (records
+/// of format version 1) is an age of zero.
+///
+/// ```
+/// use batch_core::Duration;
+/// use batch_core::store::StoredBatch;
+/// let batch = StoredBatch::at(7, 10_000, Duration::from_millis(2_500)); // stored at 10 s on its clock
+/// assert_eq!(batch.born_ms, 7_500);
+/// assert_eq!(batch.age_at(60_000), Duration::from_millis(52_500));
+/// assert_eq!(batch.age_at(5_000), Duration::ZERO); // the clock went back: no age, not a panic
+/// assert_eq!(StoredBatch { seq: 7, born_ms: StoredBatch::BORN_UNKNOWN }.age_at(60_000), Duration::ZERO);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct StoredBatch {
+    /// Its sequence number.
+    pub seq: u64,
+    /// When its oldest item arrived, in milliseconds on the store clock.
+    pub born_ms: u64,
+}
+
+impl StoredBatch {
+    /// The birth of a batch whose record keeps none.
+    pub const BORN_UNKNOWN: u64 = u64::MAX;
+
+    /// Batch `seq` whose oldest item is `age` old at `now_ms` on the store clock. The age is
+    /// rounded up to whole milliseconds, so the birth recorded is never later than the truth.
+    pub const fn at(seq: u64, now_ms: u64, age: Duration) -> Self {
+        Self { seq, born_ms: now_ms.saturating_sub(age.as_micros().div_ceil(1000)) }
+    }
+
+    /// The age of its oldest item at `now_ms` on the store clock: zero if the birth is unknown
+    /// or later than `now_ms` (a clock set back, or the uptime of a previous boot).
+    pub const fn age_at(&self, now_ms: u64) -> Duration {
+        Duration::from_millis(now_ms.saturating_sub(self.born_ms))
+    }
+}
 
 /// What a store found when it was opened after a boot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -104,15 +150,15 @@ pub trait Store<T> {
     /// Opens after a boot: counts what is held and reads the persisted seq floor. Records that
     /// fail their checks are skipped and reported by the store's own means, never delivered.
     async fn recover(&mut self) -> Result<Recovered, StoreError<Self::Error>>;
-    /// Durably appends batch `seq` (greater than every seq appended before).
-    async fn append(&mut self, seq: u64, items: &[T]) -> Result<(), StoreError<Self::Error>>;
+    /// Durably appends the items of `batch` (its seq greater than every seq appended before).
+    async fn append(&mut self, batch: StoredBatch, items: &[T]) -> Result<(), StoreError<Self::Error>>;
     /// Reads the oldest batch with a seq above `after` (`None`: the oldest of all) into `out`,
-    /// returning its seq, or `None` if there is none.
+    /// returning its header, or `None` if there is none.
     async fn read_after<B: BatchBuf<T>>(
         &mut self,
         after: Option<u64>,
         out: &mut B,
-    ) -> Result<Option<u64>, StoreError<Self::Error>>;
+    ) -> Result<Option<StoredBatch>, StoreError<Self::Error>>;
     /// Removes batch `seq` (it reached a final outcome). Removing a seq that is not held is not
     /// an error (a removal repeated after a power cut).
     async fn remove(&mut self, seq: u64) -> Result<(), StoreError<Self::Error>>;

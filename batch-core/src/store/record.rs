@@ -1,17 +1,21 @@
-//! The on-store record of one batch: a header naming the format, the item type and the batch,
-//! the items encoded with postcard, and a CRC-32 over all of it. Anything that does not decode
+//! The on-store record of one batch: a header naming the format, the item type and the batch
+//! (its seq and its oldest item's birth on the store clock), the items encoded with postcard,
+//! and a CRC-32 over all of it. Records of format version 1 (no birth) are still read, with the
+//! birth unknown. Anything that does not decode
 //! exactly (another format or item type, a torn or truncated write, flipped bits, garbage) is a
 //! [`Corrupt`] error naming what was wrong; decoding never panics and never yields an item that
 //! was not written.
 //!
 //! ```
+//! use batch_core::store::StoredBatch;
 //! use batch_core::store::record::{Codec, Corrupt};
 //!
 //! let codec = Codec::new(0x5E45_0001); // the item type's tag: change it when the type changes
 //! let mut buf = [0u8; 128];
-//! let bytes = codec.encode(7, &[21u16, 22, 23], &mut buf).unwrap();
+//! let batch = StoredBatch { seq: 7, born_ms: 1_700_000_000_000 };
+//! let bytes = codec.encode(batch, &[21u16, 22, 23], &mut buf).unwrap();
 //! let mut items: heapless::Vec<u16, 8> = heapless::Vec::new();
-//! assert_eq!(codec.decode(bytes, &mut items), Ok(7));
+//! assert_eq!(codec.decode(bytes, &mut items), Ok(batch));
 //! assert_eq!(&items[..], &[21, 22, 23]);
 //!
 //! let mut torn = bytes.to_vec();
@@ -23,14 +27,17 @@ use crc::{CRC_32_ISO_HDLC, Crc, NoTable};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use super::StoredBatch;
 use crate::storage::BatchBuf;
 
 /// The first bytes of every record.
 pub const MAGIC: [u8; 4] = *b"BTCH";
-/// The record format this crate writes and reads.
-pub const FORMAT_VERSION: u8 = 1;
-/// Bytes before the items: magic, version, type tag, seq, item count, payload length.
-pub const HEADER_LEN: usize = 4 + 1 + 4 + 8 + 4 + 4;
+/// The record format this crate writes (it also reads version 1, which has no birth).
+pub const FORMAT_VERSION: u8 = 2;
+/// Bytes before the items: magic, version, type tag, seq, birth, item count, payload length.
+pub const HEADER_LEN: usize = 4 + 1 + 4 + 8 + 8 + 4 + 4;
+/// The header of format version 1: no birth.
+const HEADER_LEN_V1: usize = HEADER_LEN - 8;
 /// Bytes after the items: the CRC-32.
 pub const TRAILER_LEN: usize = 4;
 
@@ -76,7 +83,7 @@ impl core::fmt::Display for Corrupt {
             Self::Truncated => f.write_str("stored record is truncated"),
             Self::BadMagic => f.write_str("stored bytes are not a batch record"),
             Self::Version { found } => {
-                write!(f, "stored record has format version {found}, this build reads {FORMAT_VERSION}")
+                write!(f, "stored record has format version {found}, this build reads 1 to {FORMAT_VERSION}")
             }
             Self::TypeTag { expected, found } => {
                 write!(f, "stored record holds item type {found:#010x}, expected {expected:#010x}")
@@ -130,10 +137,10 @@ impl Codec {
         self.tag
     }
 
-    /// Writes the record of batch `seq` into `buf`, returning the bytes written.
+    /// Writes the record of `batch` into `buf`, returning the bytes written.
     pub fn encode<'b, T: Serialize>(
         &self,
-        seq: u64,
+        batch: StoredBatch,
         items: &[T],
         buf: &'b mut [u8],
     ) -> Result<&'b [u8], EncodeError> {
@@ -155,9 +162,10 @@ impl Codec {
         buf[0..4].copy_from_slice(&MAGIC);
         buf[4] = FORMAT_VERSION;
         buf[5..9].copy_from_slice(&self.tag.to_le_bytes());
-        buf[9..17].copy_from_slice(&seq.to_le_bytes());
-        buf[17..21].copy_from_slice(&count.to_le_bytes());
-        buf[21..25].copy_from_slice(&payload.to_le_bytes());
+        buf[9..17].copy_from_slice(&batch.seq.to_le_bytes());
+        buf[17..25].copy_from_slice(&batch.born_ms.to_le_bytes());
+        buf[25..29].copy_from_slice(&count.to_le_bytes());
+        buf[29..33].copy_from_slice(&payload.to_le_bytes());
         let crc = CRC.checksum(&buf[..at]);
         buf[at..at + TRAILER_LEN].copy_from_slice(&crc.to_le_bytes());
         Ok(&buf[..at + TRAILER_LEN])
@@ -166,18 +174,18 @@ impl Codec {
     /// Reads only the header of a record: its seq and item count, after checking the magic,
     /// version, tag and length (not the checksum: [`decode`](Self::decode) does).
     pub fn peek(&self, bytes: &[u8]) -> Result<(u64, u32), Corrupt> {
-        let (seq, count, _) = self.header(bytes)?;
-        Ok((seq, count))
+        let h = self.header(bytes)?;
+        Ok((h.batch.seq, h.count))
     }
 
-    /// Decodes a record into `out` (appending), returning its seq. On any error `out` is left
-    /// as it was.
+    /// Decodes a record into `out` (appending), returning its header. On any error `out` is
+    /// left as it was.
     pub fn decode<T: DeserializeOwned, B: BatchBuf<T>>(
         &self,
         bytes: &[u8],
         out: &mut B,
-    ) -> Result<u64, Corrupt> {
-        let (seq, count, end) = self.header(bytes)?;
+    ) -> Result<StoredBatch, Corrupt> {
+        let Header { batch, count, start, end } = self.header(bytes)?;
         let stored = u32::from_le_bytes(le4(&bytes[end..end + TRAILER_LEN]));
         if CRC.checksum(&bytes[..end]) != stored {
             return Err(Corrupt::Checksum);
@@ -186,7 +194,7 @@ impl Codec {
             return Err(Corrupt::TooManyItems { count });
         }
         // Decode everything first, then move: a bad item must leave `out` untouched.
-        let mut rest = &bytes[HEADER_LEN..end];
+        let mut rest = &bytes[start..end];
         for _ in 0..count {
             let (_, tail) = postcard::take_from_bytes::<T>(rest).map_err(|_| Corrupt::Items)?;
             rest = tail;
@@ -194,7 +202,7 @@ impl Codec {
         if !rest.is_empty() {
             return Err(Corrupt::Items);
         }
-        let mut rest = &bytes[HEADER_LEN..end];
+        let mut rest = &bytes[start..end];
         for _ in 0..count {
             let Ok((item, tail)) = postcard::take_from_bytes::<T>(rest) else { return Err(Corrupt::Items) };
             rest = tail;
@@ -202,44 +210,63 @@ impl Codec {
                 return Err(Corrupt::TooManyItems { count });
             }
         }
-        Ok(seq)
+        Ok(batch)
     }
 
-    /// Checks the header; returns seq, count and where the payload ends.
-    fn header(self, bytes: &[u8]) -> Result<(u64, u32, usize), Corrupt> {
+    /// Checks the header of either format version.
+    fn header(self, bytes: &[u8]) -> Result<Header, Corrupt> {
         if bytes.len() < 4 {
             return Err(Corrupt::Truncated);
         }
         if bytes[..4] != MAGIC {
             return Err(Corrupt::BadMagic);
         }
-        if bytes.len() < HEADER_LEN + TRAILER_LEN {
+        if bytes.len() < HEADER_LEN_V1 + TRAILER_LEN {
             return Err(Corrupt::Truncated);
         }
-        if bytes[4] != FORMAT_VERSION {
-            return Err(Corrupt::Version { found: bytes[4] });
+        let start = match bytes[4] {
+            1 => HEADER_LEN_V1,
+            FORMAT_VERSION => HEADER_LEN,
+            found => return Err(Corrupt::Version { found }),
+        };
+        if bytes.len() < start + TRAILER_LEN {
+            return Err(Corrupt::Truncated);
         }
         let tag = u32::from_le_bytes(le4(&bytes[5..9]));
         if tag != self.tag {
             return Err(Corrupt::TypeTag { expected: self.tag, found: tag });
         }
-        let mut seq = [0u8; 8];
-        seq.copy_from_slice(&bytes[9..17]);
-        let count = u32::from_le_bytes(le4(&bytes[17..21]));
-        let payload = u32::from_le_bytes(le4(&bytes[21..25])) as usize;
-        let end = HEADER_LEN.checked_add(payload).ok_or(Corrupt::Truncated)?;
+        let seq = le8(&bytes[9..17]);
+        let born_ms = if start == HEADER_LEN { le8(&bytes[17..25]) } else { StoredBatch::BORN_UNKNOWN };
+        let count = u32::from_le_bytes(le4(&bytes[start - 8..start - 4]));
+        let payload = u32::from_le_bytes(le4(&bytes[start - 4..start])) as usize;
+        let end = start.checked_add(payload).ok_or(Corrupt::Truncated)?;
         if bytes.len() < end.saturating_add(TRAILER_LEN) {
             return Err(Corrupt::Truncated);
         }
         if bytes.len() > end + TRAILER_LEN {
             return Err(Corrupt::TrailingBytes);
         }
-        Ok((u64::from_le_bytes(seq), count, end))
+        Ok(Header { batch: StoredBatch { seq, born_ms }, count, start, end })
     }
+}
+
+/// A checked header: the batch, its item count, and where its payload starts and ends.
+struct Header {
+    batch: StoredBatch,
+    count: u32,
+    start: usize,
+    end: usize,
 }
 
 fn le4(b: &[u8]) -> [u8; 4] {
     let mut a = [0u8; 4];
     a.copy_from_slice(&b[..4]);
     a
+}
+
+fn le8(b: &[u8]) -> u64 {
+    let mut a = [0u8; 8];
+    a.copy_from_slice(&b[..8]);
+    u64::from_le_bytes(a)
 }

@@ -327,7 +327,10 @@ impl<T: Clone + Debug, const N: usize, const F: usize> Sim<T, N, F> {
                 }
                 let seq = self.lanes[i].seq;
                 let core_at = self.core.retry_at(seq);
-                if let Some(attempt) = self.core.poll_retry(self.now, seq) {
+                if let Some(retry) = self.core.poll_retry(self.now, seq) {
+                    let batch_core::Retry::Attempt(attempt) = retry else {
+                        panic!("no max_age: never expired")
+                    };
                     assert!(
                         core_at.is_some_and(|a| a <= self.now),
                         "retry of {seq} started before its deadline {core_at:?} at {}",

@@ -19,8 +19,8 @@
 use std::collections::BTreeMap;
 
 use batch_core::storage::{FixedDeque, InFlight};
-use batch_core::store::{Recovered, StoreDone, StoreOp};
-use batch_core::{BatchCore, Completion, Config, Duration, Instant, Outcome};
+use batch_core::store::{Recovered, StoreDone, StoreOp, StoredBatch};
+use batch_core::{BatchCore, Completion, Config, Duration, Instant, Outcome, Retry};
 
 pub type Core = BatchCore<u32, FixedDeque<u32>, Vec<InFlight>>;
 
@@ -29,6 +29,9 @@ pub type Core = BatchCore<u32, FixedDeque<u32>, Vec<InFlight>>;
 #[derive(Debug, Default, Clone)]
 pub struct MemStore {
     pub batches: BTreeMap<u64, Vec<u32>>,
+    /// Each batch's birth on the store clock (the rig's `now`, which runs on across power cuts
+    /// as Unix time does), in milliseconds.
+    pub born: BTreeMap<u64, u64>,
     pub floor: u64,
     /// At most this many batches (`None`: unlimited).
     pub limit: Option<usize>,
@@ -55,7 +58,8 @@ impl MemStore {
     }
 
     /// `Ok(true)` appended, `Ok(false)` full, `Err` failed.
-    fn append(&mut self, seq: u64, items: &[u32]) -> Result<bool, ()> {
+    fn append(&mut self, batch: StoredBatch, items: &[u32]) -> Result<bool, ()> {
+        let seq = batch.seq;
         if self.fail() {
             return Err(());
         }
@@ -65,12 +69,19 @@ impl MemStore {
         assert!(self.batches.keys().all(|&s| s < seq), "appends come in seq order");
         assert!(seq < self.floor, "seq {seq} was handed out at or above the durable floor {}", self.floor);
         self.batches.insert(seq, items.to_vec());
+        self.born.insert(seq, batch.born_ms);
         self.appends += 1;
         Ok(true)
     }
 
-    fn oldest_after(&self, after: Option<u64>) -> Option<(u64, Vec<u32>)> {
-        self.batches.iter().find(|(s, _)| after.is_none_or(|a| **s > a)).map(|(s, b)| (*s, b.clone()))
+    fn oldest_after(&self, after: Option<u64>) -> Option<(StoredBatch, Vec<u32>)> {
+        let (seq, items) = self.batches.iter().find(|(s, _)| after.is_none_or(|a| **s > a))?;
+        Some((StoredBatch { seq: *seq, born_ms: self.born[seq] }, items.clone()))
+    }
+
+    fn remove(&mut self, seq: u64) {
+        self.batches.remove(&seq);
+        self.born.remove(&seq);
     }
 }
 
@@ -107,6 +118,8 @@ pub struct Rig {
     pub ops: Vec<StoreOp>,
     /// The items each seq was cut (or spilled) with, across boots.
     pub cuts: BTreeMap<u64, Vec<u32>>,
+    /// When each item was accepted.
+    pub pushed_at: BTreeMap<u32, Instant>,
 }
 
 impl Rig {
@@ -130,6 +143,7 @@ impl Rig {
             boot: 0,
             ops: Vec::new(),
             cuts: BTreeMap::new(),
+            pushed_at: BTreeMap::new(),
         };
         rig.pump();
         rig
@@ -147,6 +161,7 @@ impl Rig {
             let item = self.next_item;
             match self.core.push(self.now, item) {
                 Ok(evicted) => {
+                    self.pushed_at.insert(item, self.now);
                     self.next_item += 1;
                     accepted += 1;
                     self.evicted.extend(evicted);
@@ -179,8 +194,10 @@ impl Rig {
             let mut batch = Vec::with_capacity(self.cap);
             if let Some(flush) = self.core.poll_flush(self.now, &mut batch) {
                 self.note_cut(flush.seq, &batch);
+                self.check_fresh(&batch, "cut");
                 if flush.write_ahead {
-                    let ok = matches!(self.store.append(flush.seq, &batch), Ok(true));
+                    let stored = StoredBatch::at(flush.seq, self.clock_ms(), flush.oldest_age);
+                    let ok = matches!(self.store.append(stored, &batch), Ok(true));
                     if ok {
                         self.acknowledged.extend(&batch);
                     }
@@ -190,9 +207,16 @@ impl Rig {
                 progressed = true;
             }
             for seq in self.flights.keys().copied().collect::<Vec<_>>() {
-                if self.core.poll_retry(self.now, seq).is_some() {
-                    progressed = true;
+                match self.core.poll_retry(self.now, seq) {
+                    Some(Retry::Attempt(_)) => self.check_fresh(&self.flights[&seq], "retry"),
+                    Some(Retry::Expired { len }) => {
+                        let items = self.flights.remove(&seq).expect("held");
+                        assert_eq!(items.len(), len);
+                        self.expired.extend(items);
+                    }
+                    None => continue,
                 }
+                progressed = true;
             }
             self.check();
             if !progressed {
@@ -213,10 +237,10 @@ impl Rig {
                     StoreDone::FloorPersisted
                 }
             }
-            StoreOp::Append { seq, len } => {
+            StoreOp::Append { seq, len, age } => {
                 assert_eq!(io.len(), len);
                 self.note_cut(seq, &io);
-                match self.store.append(seq, &io) {
+                match self.store.append(StoredBatch::at(seq, self.clock_ms(), age), &io) {
                     Ok(true) => {
                         self.acknowledged.extend(&io);
                         StoreDone::Appended
@@ -233,11 +257,17 @@ impl Rig {
                     StoreDone::Failed
                 } else {
                     match self.store.oldest_after(after) {
-                        Some((seq, items)) => {
-                            let len = items.len();
-                            self.flights.insert(seq, items);
-                            let flush = self.core.handle_store(now, StoreDone::Loaded { seq, len });
-                            assert_eq!(flush.map(|f| (f.seq, f.len)), Some((seq, len)));
+                        Some((stored, items)) => {
+                            let (seq, len, age) = (stored.seq, items.len(), stored.age_at(self.clock_ms()));
+                            let flush = self.core.handle_store(now, StoreDone::Loaded { seq, len, age });
+                            let flush = flush.expect("a load asked for starts a batch");
+                            assert_eq!((flush.seq, flush.len), (seq, len));
+                            if flush.expired {
+                                self.expired.extend(items);
+                            } else {
+                                self.check_fresh(&items, "load");
+                                self.flights.insert(seq, items);
+                            }
                             return;
                         }
                         None => StoreDone::Empty,
@@ -248,14 +278,15 @@ impl Rig {
                 if self.store.fail() {
                     StoreDone::Failed
                 } else {
-                    self.store.batches.remove(&seq);
+                    self.store.remove(seq);
                     self.store.removes += 1;
                     StoreDone::Removed
                 }
             }
             StoreOp::Evict { after } => match self.store.oldest_after(after) {
-                Some((seq, items)) => {
-                    self.store.batches.remove(&seq);
+                Some((stored, items)) => {
+                    let seq = stored.seq;
+                    self.store.remove(seq);
                     let len = items.len();
                     self.evicted.extend(items);
                     StoreDone::Evicted { seq, len }
@@ -377,6 +408,27 @@ impl Rig {
             }
         }
         out
+    }
+
+    /// The store clock: the rig's time in milliseconds (it runs on across power cuts).
+    pub fn clock_ms(&self) -> u64 {
+        self.now.as_millis()
+    }
+
+    /// `max_age` holds at an attempt's start: no item older than it is sent (the store clock's
+    /// millisecond resolution allows 1 ms).
+    fn check_fresh(&self, items: &[u32], at: &str) {
+        #[cfg(feature = "uplink")]
+        if let Some(max) = self.config.get_max_age() {
+            for i in items {
+                let age = self.now - self.pushed_at[i];
+                assert!(
+                    age <= max + Duration::from_millis(1),
+                    "item {i} sent {age:?} old at a {at}, max_age {max:?}"
+                );
+            }
+        }
+        let _ = (items, at);
     }
 
     /// A new cut or spill never takes a seq already used for other items (in this boot or an

@@ -2,6 +2,7 @@
 //! a seeded random source, and the store type the tests use.
 #![allow(dead_code, unreachable_pub)]
 
+use batch_core::store::StoredBatch;
 use batch_core::store::record::Codec;
 use batch_embassy::{FlashLayout, FlashStore};
 use embedded_storage_async::nor_flash::{
@@ -238,6 +239,17 @@ pub const CODEC: Codec = Codec::new(0x7E57_0001);
 pub type Store = FlashStore<Flash, u32, 256>;
 
 /// The items of batch `seq` in the scripted tests: 1 to 24 of them, each naming its batch.
+/// Batch `seq`'s header as these tests store it (a birth derived from the seq).
+pub fn sb(seq: u64) -> StoredBatch {
+    StoredBatch { seq, born_ms: 10_000 + seq }
+}
+
+/// The seq of a header read back, after checking its birth came back as stored.
+pub fn checked(b: StoredBatch) -> u64 {
+    assert_eq!(b, sb(b.seq), "the birth is kept with the batch");
+    b.seq
+}
+
 pub fn items_of(seq: u64) -> Vec<u32> {
     let len = 1 + (seq * 7 % 24) as u32;
     (0..len).map(|i| (seq as u32) * 1000 + i * 37).collect()

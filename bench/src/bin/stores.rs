@@ -31,6 +31,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use batch_core::store::StoredBatch;
 use batch_core::store::record::Codec;
 use serde::{Deserialize, Serialize};
 
@@ -331,9 +332,10 @@ mod disk_store_db {
     impl super::Db for Disk {
         fn append(&mut self, seq: u64, record: &[u8]) {
             let mut items = Vec::with_capacity(ITEMS);
-            self.codec.decode(record, &mut items).unwrap();
+            let batch = self.codec.decode(record, &mut items).unwrap();
+            assert_eq!(batch.seq, seq);
             let store = self.store.as_mut().unwrap();
-            self.rt.block_on(store.append(seq, &items)).unwrap();
+            self.rt.block_on(store.append(batch, &items)).unwrap();
         }
         /// Fills the file through SQLite directly (the store's `batches` table), as fast as the
         /// other candidates' fills: appending 10,000 batches one durable commit at a time would
@@ -357,8 +359,8 @@ mod disk_store_db {
         fn oldest(&mut self) -> Option<(u64, Vec<u8>)> {
             let mut items: Vec<Reading> = Vec::with_capacity(ITEMS);
             let store = self.store.as_mut().unwrap();
-            let seq = self.rt.block_on(store.read_after(None, &mut items)).unwrap()?;
-            Some((seq, self.codec.encode(seq, &items, &mut self.buf).unwrap().to_vec()))
+            let batch = self.rt.block_on(store.read_after(None, &mut items)).unwrap()?;
+            Some((batch.seq, self.codec.encode(batch, &items, &mut self.buf).unwrap().to_vec()))
         }
         fn remove(&mut self, seq: u64) {
             let store = self.store.as_mut().unwrap();
@@ -385,12 +387,17 @@ fn record(codec: Codec, seq: u64, buf: &mut [u8]) -> Vec<u8> {
             flags: [(seq % 251) as u8; 12],
         })
         .collect();
-    codec.encode(seq, &items, buf).unwrap().to_vec()
+    codec.encode(header(seq), &items, buf).unwrap().to_vec()
+}
+
+/// Batch `seq`'s header in these records (a birth derived from the seq).
+fn header(seq: u64) -> StoredBatch {
+    StoredBatch { seq, born_ms: 1_760_000_000_000 + seq * 1000 }
 }
 
 fn check(codec: Codec, seq: u64, bytes: &[u8], out: &mut Vec<Reading>) {
     out.clear();
-    assert_eq!(codec.decode(bytes, out), Ok(seq));
+    assert_eq!(codec.decode(bytes, out), Ok(header(seq)));
     assert_eq!(out.len(), ITEMS);
 }
 

@@ -28,7 +28,7 @@
 
 use batch_core::storage::BatchBuf;
 use batch_core::store::record::Codec;
-use batch_core::store::{Recovered, Store, StoreError};
+use batch_core::store::{Recovered, Store, StoreError, StoredBatch};
 use batch_embassy::{Config, FlashLayout, FlashStore, Metrics, StorePolicy};
 use embassy_futures::join::{join_array, join4};
 use embassy_futures::select::{Either, select};
@@ -400,11 +400,11 @@ impl<S: Store<Reading>> Store<Reading> for Durable<'_, S> {
         Ok(found)
     }
 
-    async fn append(&mut self, seq: u64, items: &[Reading]) -> Result<(), StoreError<S::Error>> {
+    async fn append(&mut self, batch: StoredBatch, items: &[Reading]) -> Result<(), StoreError<S::Error>> {
         // A spill's items count as stored while it is written; a write-ahead append comes only
         // with nothing stored ahead of RAM (stored batches go first): nothing counts as stored.
         let spill = self.app.readings().metrics().stored > 0;
-        self.inner.append(seq, items).await?;
+        self.inner.append(batch, items).await?;
         self.app.with_ledger(|l| {
             l.mark_durable(items);
             if spill {
@@ -418,7 +418,7 @@ impl<S: Store<Reading>> Store<Reading> for Durable<'_, S> {
         &mut self,
         after: Option<u64>,
         out: &mut B,
-    ) -> Result<Option<u64>, StoreError<S::Error>> {
+    ) -> Result<Option<StoredBatch>, StoreError<S::Error>> {
         self.inner.read_after(after, out).await
     }
 
