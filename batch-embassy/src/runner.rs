@@ -164,8 +164,8 @@ impl<'a, M: RawMutex, T, const N: usize, const F: usize, H: Handler<T>> Runner<'
             // cancelled attempt to resume, or the end.
             let (batch, held) = (&mut self.batch, &mut self.held);
             let next = self.batcher.wait(|st, _| Self::next(st, batch, held)).await;
-            if let Go::Expired(info) = next {
-                self.expire(Some(info)); // too old by its retry (a pause, a late runner)
+            if next == Go::Expired {
+                self.expire(self.held); // too old by its retry (a pause, a late runner)
                 continue;
             }
             let Some(info) = self.held else {
@@ -259,7 +259,8 @@ impl<'a, M: RawMutex, T, const N: usize, const F: usize, H: Handler<T>> Runner<'
     /// (empty) buffer; with one held, start its due retry or resume its cancelled attempt.
     /// [`Go::Run`]: run the attempt in `held`; [`Go::Stop`]: give the held batch back (it was
     /// given up), or stop if none is held (or hand over expired items the buffer holds);
-    /// [`Go::Expired`]: the held batch was too old for its retry and is no longer held.
+    /// [`Go::Expired`]: the held batch was too old for its retry (final: hand it to the expiry
+    /// path).
     pub(crate) fn next(
         st: &mut State<T, N, F>,
         batch: &mut heapless::Vec<T, N>,
@@ -289,12 +290,10 @@ impl<'a, M: RawMutex, T, const N: usize, const F: usize, H: Handler<T>> Runner<'
                 return Step::Ready(Go::Run);
             }
             Some(Retry::Expired { .. }) => {
-                let info = *info;
-                *held = None;
                 st.land(info.seq);
                 st.settle();
                 st.chain.notify(); // room for producers
-                return Step::Ready(Go::Expired(info));
+                return Step::Ready(Go::Expired);
             }
             None => {}
         }
@@ -317,7 +316,8 @@ impl<'a, M: RawMutex, T, const N: usize, const F: usize, H: Handler<T>> Runner<'
         false
     }
 
-    /// Hands the batch buffer's items (expired) to [`Handler::expired`] and empties it.
+    /// Hands the batch buffer's items (expired) to [`Handler::expired`] with `info` (the batch
+    /// they were in, if any; no longer held), and empties it.
     pub(crate) fn expire(&mut self, info: Option<BatchInfo>) {
         self.held = None;
         self.handler.expired(self.batch.as_mut_view(), info);
@@ -439,5 +439,5 @@ pub(crate) enum Go {
     /// Give the held batch back, or stop (or hand over expired items) if none is held.
     Stop,
     /// The held batch expired at its retry: hand its items to the expiry path.
-    Expired(BatchInfo),
+    Expired,
 }

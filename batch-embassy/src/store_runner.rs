@@ -184,8 +184,8 @@ enum Next {
     /// Hand the held batch back (given up), or stop if none is held.
     GiveBack,
     /// Items too old to send are in the batch buffer: hand them to the expiry path (with the
-    /// batch they were in, if they expired at its retry or as they left the store).
-    Expired(Option<BatchInfo>),
+    /// batch held, if they expired at its retry).
+    Expired,
 }
 
 impl<'a, M, T, const N: usize, const F: usize, H, SM, S> StoreRunner<'a, '_, M, T, N, F, H, SM, S>
@@ -288,7 +288,7 @@ where
                     Some(info) => self.runner.give_back(info),
                     None => return,
                 },
-                Next::Expired(info) => self.runner.expire(info),
+                Next::Expired => self.runner.expire(self.runner.held),
             }
         }
     }
@@ -306,7 +306,7 @@ where
             return match Runner::<'_, M, T, N, F, H>::next(st, batch, held) {
                 Step::Ready(Go::Run) => Step::Ready(Next::Run { write_ahead: None }),
                 Step::Ready(Go::Stop) => Step::Ready(Next::GiveBack),
-                Step::Ready(Go::Expired(info)) => Step::Ready(Next::Expired(Some(info))),
+                Step::Ready(Go::Expired) => Step::Ready(Next::Expired),
                 Step::Wait(retry_at) => Self::next_while_holding(st, spare, retry_at),
             };
         }
@@ -320,7 +320,7 @@ where
             return Step::Ready(Next::Store(op));
         }
         if Runner::<'_, M, T, N, F, H>::poll_expired(st, batch) {
-            return Step::Ready(Next::Expired(None));
+            return Step::Ready(Next::Expired);
         }
         if let Some(flush) = Runner::<'_, M, T, N, F, H>::cut(st, batch, held) {
             return Step::Ready(Next::Run { write_ahead: flush.write_ahead.then_some(flush.oldest_age) });
