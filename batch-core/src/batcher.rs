@@ -8,7 +8,9 @@
 use core::marker::PhantomData;
 
 use crate::config::{Config, ConfigError, Overflow};
-use crate::metrics::{Count, Metrics, Trigger};
+#[cfg(feature = "metrics")]
+use crate::metrics::Metrics;
+use crate::metrics::{Count, Counter, Counters, Trigger};
 use crate::storage::{InFlight, Queue, Slots};
 use crate::time::{Duration, Instant};
 
@@ -240,7 +242,8 @@ pub struct BatchCore<T, Q, S> {
     /// unlike the counters, because it orders items).
     accepted: u64,
     /// Counters; `accepted`, `buffered` and `batches_in_flight` are filled in by `metrics()`.
-    counters: Metrics,
+    /// Without the `metrics` feature only `in_flight` is kept (see `Counters`).
+    counters: Counters,
     /// The paced drain's theoretical arrival time (see the `pace` module).
     #[cfg(feature = "uplink")]
     pace_tat: Instant,
@@ -407,41 +410,7 @@ impl<T, Q: Queue<T>, S: Slots> BatchCore<T, Q, S> {
             wake: false,
             rng: if seed == 0 { 0x9E37_79B9 } else { seed },
             accepted: 0,
-            counters: Metrics {
-                accepted: 0,
-                rejected: 0,
-                delivered: 0,
-                dead_lettered: 0,
-                evicted: 0,
-                returned: 0,
-                abandoned: 0,
-                buffered: 0,
-                in_flight: 0,
-                retries: 0,
-                failed_attempts: 0,
-                batches_delivered: 0,
-                batches_dead_lettered: 0,
-                batches_in_flight: 0,
-                flushes: crate::metrics::FlushCounts {
-                    size: 0,
-                    weight: 0,
-                    linger: 0,
-                    manual: 0,
-                    urgent: 0,
-                    close: 0,
-                    store: 0,
-                },
-                max_item_age: Duration::ZERO,
-                panics: 0,
-                rejected_by_handler: 0,
-                expired: 0,
-                #[cfg(feature = "store")]
-                stored: 0,
-                #[cfg(feature = "store")]
-                store_lost: 0,
-                #[cfg(feature = "store")]
-                store_failures: 0,
-            },
+            counters: Counters::ZERO,
             #[cfg(feature = "uplink")]
             pace_tat: Instant::ZERO,
             #[cfg(feature = "store")]
@@ -510,7 +479,9 @@ impl<T, Q: Queue<T>, S: Slots> BatchCore<T, Q, S> {
     pub fn config(&self) -> &Config {
         &self.config
     }
-    /// A snapshot of the counters.
+    /// A snapshot of the counters (feature `metrics`, on by default; a firmware that leaves it
+    /// out keeps no counters and has no `metrics()`).
+    #[cfg(feature = "metrics")]
     pub fn metrics(&self) -> Metrics {
         let mut m = self.counters;
         m.accepted = self.accepted as Count; // wraps with the other counters
@@ -537,7 +508,8 @@ impl<T, Q: Queue<T>, S: Slots> BatchCore<T, Q, S> {
 }
 
 /// `*counter += n`, wrapping (a `u32` counter on a 32-bit target wraps after 2^32; see
-/// [`Count`]).
-fn add(counter: &mut Count, n: Count) {
-    *counter = counter.wrapping_add(n);
+/// [`Count`]); nothing for a counter left out (no `metrics` feature).
+#[inline]
+fn add(counter: &mut impl Counter, n: Count) {
+    counter.add(n);
 }

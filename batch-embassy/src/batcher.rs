@@ -5,7 +5,9 @@ use core::future::Future;
 use core::pin::Pin;
 use core::task::{Context, Poll, Waker};
 
-use batch_core::{Config, ConfigError, Metrics, PushError};
+#[cfg(feature = "metrics")]
+use batch_core::Metrics;
+use batch_core::{Config, ConfigError, PushError};
 use embassy_sync::blocking_mutex::Mutex;
 use embassy_sync::blocking_mutex::raw::RawMutex;
 use embassy_time::Timer;
@@ -201,7 +203,9 @@ pub struct ShutdownReport {
     /// cancelled): each runner hands its batch to [`Handler::returned`] when it is next polled
     /// or dropped.
     pub held: usize,
-    /// The counters after the shutdown (given-up items count as `returned`).
+    /// The counters after the shutdown (given-up items count as `returned`; feature
+    /// `metrics`).
+    #[cfg(feature = "metrics")]
     pub metrics: Metrics,
 }
 
@@ -257,7 +261,10 @@ pub struct Batcher<M: RawMutex, T, const N: usize, const F: usize = 1> {
 
 impl<M: RawMutex, T, const N: usize, const F: usize> core::fmt::Debug for Batcher<M, T, N, F> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.debug_struct("Batcher").field("metrics", &self.metrics()).finish_non_exhaustive()
+        let mut f = f.debug_struct("Batcher");
+        #[cfg(feature = "metrics")]
+        f.field("metrics", &self.metrics());
+        f.finish_non_exhaustive()
     }
 }
 
@@ -523,8 +530,13 @@ impl<M: RawMutex, T, const N: usize, const F: usize> Batcher<M, T, N, F> {
                 }
             })
             .await;
-        let (buffered, metrics) = self.with(|st| (st.core.len(), st.core.metrics()));
-        ShutdownReport { drained, buffered, held, metrics }
+        self.with(|st| ShutdownReport {
+            drained,
+            buffered: st.core.len(),
+            held,
+            #[cfg(feature = "metrics")]
+            metrics: st.core.metrics(),
+        })
     }
 
     /// Moves buffered items, oldest first, into `out` (as many as fit): the unsent items after
@@ -582,7 +594,8 @@ impl<M: RawMutex, T, const N: usize, const F: usize> Batcher<M, T, N, F> {
         });
     }
 
-    /// A snapshot of the counters.
+    /// A snapshot of the counters (feature `metrics`, on by default: a firmware that leaves it
+    /// out keeps no counters, and this method does not exist).
     ///
     /// ```
     /// use batch_embassy::{Batcher, Config};
@@ -593,6 +606,7 @@ impl<M: RawMutex, T, const N: usize, const F: usize> Batcher<M, T, N, F> {
     /// assert_eq!((m.accepted, m.buffered), (1, 1));
     /// assert!(m.is_consistent());
     /// ```
+    #[cfg(feature = "metrics")]
     pub fn metrics(&self) -> Metrics {
         self.with(|st| st.core.metrics())
     }
