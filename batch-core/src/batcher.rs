@@ -451,7 +451,20 @@ impl<T, Q: Queue<T>, S: Slots> BatchCore<T, Q, S> {
     }
     /// Items in flight.
     pub fn in_flight_items(&self) -> usize {
-        self.counters.in_flight as usize
+        #[cfg(feature = "metrics")]
+        return self.counters.in_flight as usize;
+        #[cfg(not(feature = "metrics"))]
+        self.items_in_flight()
+    }
+
+    /// Items in flight, from the flight table (a batch that only waits for its removal from
+    /// the store holds none): what the `in_flight` counter keeps with the `metrics` feature.
+    #[cfg_attr(all(feature = "metrics", not(debug_assertions)), allow(dead_code))]
+    fn items_in_flight(&self) -> usize {
+        let slots = self.slots.as_slice().iter();
+        #[cfg(feature = "store")]
+        let slots = slots.filter(|s| s.phase != crate::storage::Phase::Removing);
+        slots.map(|s| s.len as usize).sum()
     }
     /// Whether [`close`](Self::close) was called.
     pub fn is_closed(&self) -> bool {
@@ -487,6 +500,7 @@ impl<T, Q: Queue<T>, S: Slots> BatchCore<T, Q, S> {
         m.accepted = self.accepted as Count; // wraps with the other counters
         m.buffered = self.queue.len() as Count;
         m.batches_in_flight = self.slots.as_slice().len() as Count;
+        debug_assert_eq!(m.in_flight as usize, self.items_in_flight(), "the in-flight counter adds up");
         #[cfg(feature = "store")]
         self.store_metrics(&mut m);
         m

@@ -261,9 +261,10 @@ impl Metrics {
 }
 
 /// The counters a core keeps: every field of [`Metrics`] with the `metrics` feature; without
-/// it, only the items in flight (which [`BatchCore::in_flight_items`](crate::BatchCore::in_flight_items)
-/// answers from), and every other counter a zero-sized [`Off`] whose updates compile to nothing.
-/// Updates name the same fields either way (`add(&mut counters.delivered, n)`).
+/// it, none: every counter is a zero-sized [`Off`] whose updates compile to nothing, and
+/// [`BatchCore::in_flight_items`](crate::BatchCore::in_flight_items) adds up the flight table
+/// instead. Updates name the same fields either way (`add(&mut counters.delivered, n)`,
+/// `counters.in_flight += n`).
 #[cfg(feature = "metrics")]
 pub(crate) type Counters = Metrics;
 
@@ -332,6 +333,18 @@ impl Counter for Off {
 }
 
 #[cfg(not(feature = "metrics"))]
+impl core::ops::AddAssign<Count> for Off {
+    #[inline]
+    fn add_assign(&mut self, _n: Count) {}
+}
+
+#[cfg(not(feature = "metrics"))]
+impl core::ops::SubAssign<Count> for Off {
+    #[inline]
+    fn sub_assign(&mut self, _n: Count) {}
+}
+
+#[cfg(not(feature = "metrics"))]
 #[allow(clippy::unused_self, reason = "the same calls as on the counters kept with the feature")]
 impl Off {
     /// [`FlushCounts::record`], left out.
@@ -340,7 +353,7 @@ impl Off {
 }
 
 /// The counters without the `metrics` feature (see the `metrics` version): the same field
-/// names as [`Metrics`], all left out but `in_flight`.
+/// names as [`Metrics`], all left out.
 #[cfg(not(feature = "metrics"))]
 #[derive(Clone, Copy, Debug, Default)]
 pub(crate) struct Counters {
@@ -350,8 +363,7 @@ pub(crate) struct Counters {
     pub(crate) evicted: Off,
     pub(crate) returned: Off,
     pub(crate) abandoned: Off,
-    /// Items in batches that are with the handler or waiting to retry: kept, it is state.
-    pub(crate) in_flight: Count,
+    pub(crate) in_flight: Off,
     pub(crate) retries: Off,
     pub(crate) failed_attempts: Off,
     pub(crate) batches_delivered: Off,
@@ -373,7 +385,7 @@ impl Counters {
         evicted: Off,
         returned: Off,
         abandoned: Off,
-        in_flight: 0,
+        in_flight: Off,
         retries: Off,
         failed_attempts: Off,
         batches_delivered: Off,
