@@ -40,6 +40,12 @@ pub(crate) struct Flight {
 
 impl<T, const N: usize, const F: usize> State<T, N, F> {
     /// Wakes the waiters if the core reports a change that may concern them.
+    ///
+    /// Out of line, as are [`reentrant`](Self::reentrant), [`flight`](Self::flight) and
+    /// `Chain::notify`/`Link::leave`: each is called from several waiting calls and runner
+    /// steps, and a call is a few bytes where the inlined body (a waker taken and woken, a
+    /// search of the flight table) is tens (issue 12: about 200 bytes of `.text` on a Cortex-M4).
+    #[inline(never)]
     pub(crate) fn settle(&mut self) {
         if self.core.poll_wake() {
             self.chain.notify();
@@ -48,10 +54,12 @@ impl<T, const N: usize, const F: usize> State<T, N, F> {
 
     /// Whether `waker`'s task is inside one of this batcher's handlers (a re-entrant call,
     /// which must not wait for that handler's own batch).
+    #[inline(never)]
     pub(crate) fn reentrant(&self, waker: &Waker) -> bool {
         self.flights.iter().any(|f| f.polling && f.task.as_ref().is_some_and(|t| t.will_wake(waker)))
     }
 
+    #[inline(never)]
     pub(crate) fn flight(&mut self, seq: u64) -> Option<&mut Flight> {
         self.flights.iter_mut().find(|f| f.seq == seq)
     }
