@@ -367,8 +367,8 @@ impl<M: RawMutex, T, const N: usize, const F: usize> Batcher<M, T, N, F> {
     /// assert_eq!(b.len(), 1);
     /// # });
     /// ```
-    pub async fn add(&self, item: T) -> Result<Option<T>, PushError<T>> {
-        self.add_inner(item, false).await
+    pub fn add(&self, item: T) -> impl Future<Output = Result<Option<T>, PushError<T>>> {
+        self.add_inner(item, false)
     }
 
     /// Adds an item that cuts its batch at once (an alarm among telemetry), waiting while full,
@@ -382,13 +382,15 @@ impl<M: RawMutex, T, const N: usize, const F: usize> Batcher<M, T, N, F> {
     /// b.add_urgent(99).await.unwrap(); // a runner cuts it without waiting for linger
     /// # });
     /// ```
-    pub async fn add_urgent(&self, item: T) -> Result<Option<T>, PushError<T>> {
-        self.add_inner(item, true).await
+    pub fn add_urgent(&self, item: T) -> impl Future<Output = Result<Option<T>, PushError<T>>> {
+        self.add_inner(item, true)
     }
 
-    async fn add_inner(&self, item: T, urgent: bool) -> Result<Option<T>, PushError<T>> {
+    /// [`add`](Self::add) and [`add_urgent`](Self::add_urgent): the waiting future itself, not an
+    /// `async fn` around it (one state machine less per call, in the image and in the task).
+    fn add_inner(&self, item: T, urgent: bool) -> impl Future<Output = Result<Option<T>, PushError<T>>> {
         let mut item = Some(item);
-        self.wait(|st, waker| {
+        self.wait(move |st, waker| {
             if st.core.must_wait() && !st.reentrant(waker) {
                 return Step::Wait(None);
             }
@@ -398,7 +400,6 @@ impl<M: RawMutex, T, const N: usize, const F: usize> Batcher<M, T, N, F> {
             st.settle();
             Step::Ready(result)
         })
-        .await
     }
 
     /// Adds an item if there is room now, or hands it back ([`PushError`]). Never waits.
@@ -433,9 +434,11 @@ impl<M: RawMutex, T, const N: usize, const F: usize> Batcher<M, T, N, F> {
     /// b.flush().await; // nothing pending: at once
     /// # });
     /// ```
-    pub async fn flush(&self) {
+    pub fn flush(&self) -> impl Future<Output = ()> {
+        // The waiting future itself, not an `async fn` around it (see `add_inner`); the flush
+        // is requested at the first poll, as an `async fn` would.
         let mut token = None;
-        self.wait(|st, waker| {
+        self.wait(move |st, waker| {
             let token = *token.get_or_insert_with(|| {
                 let token = st.core.flush();
                 st.settle();
@@ -447,7 +450,6 @@ impl<M: RawMutex, T, const N: usize, const F: usize> Batcher<M, T, N, F> {
                 Step::Wait(None)
             }
         })
-        .await;
     }
 
     /// Stops taking items (adds return [`PushError::Closed`]) and starts the drain; runners
@@ -485,16 +487,22 @@ impl<M: RawMutex, T, const N: usize, const F: usize> Batcher<M, T, N, F> {
     /// assert!(b.is_finished());
     /// # });
     /// ```
-    pub async fn shutdown(&self) {
-        self.close();
-        self.wait(|st, waker| {
+    pub fn shutdown(&self) -> impl Future<Output = ()> {
+        // The waiting future itself, not an `async fn` around it (see `add_inner`); it closes
+        // at the first poll, as an `async fn` would.
+        let mut closed = false;
+        self.wait(move |st, waker| {
+            if !closed {
+                closed = true;
+                st.core.close();
+                st.settle();
+            }
             if st.core.is_finished() || st.aborted || st.reentrant(waker) {
                 Step::Ready(())
             } else {
                 Step::Wait(None)
             }
         })
-        .await;
     }
 
     /// [`shutdown`](Self::shutdown), giving up at `deadline`: the attempts still running are
@@ -521,29 +529,32 @@ impl<M: RawMutex, T, const N: usize, const F: usize> Batcher<M, T, N, F> {
     /// assert!(b.metrics().is_consistent());
     /// # });
     /// ```
-    pub async fn shutdown_timeout(&self, deadline: embassy_time::Instant) -> ShutdownReport {
-        self.close();
-        let mut held = 0;
-        let drained = self
-            .wait(|st, waker| {
-                if st.core.is_finished() {
-                    Step::Ready(true)
-                } else if st.aborted || st.reentrant(waker) {
-                    Step::Ready(false)
-                } else if embassy_time::Instant::now() >= deadline {
-                    held = st.abort();
-                    Step::Ready(false)
-                } else {
-                    Step::Wait(Some(deadline))
-                }
+    pub fn shutdown_timeout(&self, deadline: embassy_time::Instant) -> impl Future<Output = ShutdownReport> {
+        // The waiting future itself (see `shutdown`), which closes at the first poll and reports
+        // under the lock it decided in.
+        let mut closed = false;
+        self.wait(move |st, waker| {
+            if !closed {
+                closed = true;
+                st.core.close();
+                st.settle();
+            }
+            let (drained, held) = if st.core.is_finished() {
+                (true, 0)
+            } else if st.aborted || st.reentrant(waker) {
+                (false, 0)
+            } else if embassy_time::Instant::now() >= deadline {
+                (false, st.abort())
+            } else {
+                return Step::Wait(Some(deadline));
+            };
+            Step::Ready(ShutdownReport {
+                drained,
+                buffered: st.core.len(),
+                held,
+                #[cfg(feature = "metrics")]
+                metrics: st.core.metrics(),
             })
-            .await;
-        self.with(|st| ShutdownReport {
-            drained,
-            buffered: st.core.len(),
-            held,
-            #[cfg(feature = "metrics")]
-            metrics: st.core.metrics(),
         })
     }
 
