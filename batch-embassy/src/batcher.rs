@@ -80,6 +80,14 @@ impl<T, const N: usize, const F: usize> State<T, N, F> {
         held
     }
 
+    /// Closes the core, the first time a shutdown's check runs (`closed` remembers it).
+    pub(crate) fn close_once(&mut self, closed: &mut bool) {
+        if !core::mem::replace(closed, true) {
+            self.core.close();
+            self.settle();
+        }
+    }
+
     /// Forgets the batch `seq` (final, or given up); whether it was held.
     pub(crate) fn land(&mut self, seq: u64) -> bool {
         let Some(i) = self.flights.iter().position(|f| f.seq == seq) else { return false };
@@ -492,11 +500,7 @@ impl<M: RawMutex, T, const N: usize, const F: usize> Batcher<M, T, N, F> {
         // at the first poll, as an `async fn` would.
         let mut closed = false;
         self.wait(move |st, waker| {
-            if !closed {
-                closed = true;
-                st.core.close();
-                st.settle();
-            }
+            st.close_once(&mut closed);
             if st.core.is_finished() || st.aborted || st.reentrant(waker) {
                 Step::Ready(())
             } else {
@@ -534,11 +538,7 @@ impl<M: RawMutex, T, const N: usize, const F: usize> Batcher<M, T, N, F> {
         // under the lock it decided in.
         let mut closed = false;
         self.wait(move |st, waker| {
-            if !closed {
-                closed = true;
-                st.core.close();
-                st.settle();
-            }
+            st.close_once(&mut closed);
             let (drained, held) = if st.core.is_finished() {
                 (true, 0)
             } else if st.aborted || st.reentrant(waker) {
