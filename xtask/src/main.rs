@@ -134,18 +134,7 @@ fn test() -> Result {
     t.step("batch-core with the store feature: tests and clippy", |t| {
         test_and_lint(t, &root, "batch-core", "store,alloc,uplink")
     });
-    t.step("batch-core and batch-embassy without the counters (no default features): clippy", |_| {
-        util::run(cargo(&root).args(["clippy", "-p", "batch-core", "-p", "batch-embassy", "--locked"]).args(
-            [
-                "--no-default-features",
-                "--features",
-                "batch-core/alloc,flash-store,uplink",
-                "--",
-                "-D",
-                "warnings",
-            ],
-        ))
-    });
+    no_counters_steps(&mut t, &root);
     disk_store_steps(&mut t, &root);
     flash_store_steps(&mut t, &root);
     metrics_steps(&mut t, &root);
@@ -263,6 +252,33 @@ fn disk_store_steps(t: &mut Tally, root: &std::path::Path) {
             "warnings",
         ]))
     });
+}
+
+/// batch-core and batch-embassy as a firmware without the counters builds them (no default
+/// features, so no `metrics`): clippy, and the core's unit tests (the scenario and model tests
+/// read the counters; with them, `metrics()` checks the in-flight sum the build without them
+/// uses).
+fn no_counters_steps(t: &mut Tally, root: &std::path::Path) {
+    t.step(
+        "batch-core and batch-embassy without the counters (no default features): clippy, core unit tests",
+        |t| {
+            util::run(
+                cargo(root).args(["clippy", "-p", "batch-core", "-p", "batch-embassy", "--locked"]).args([
+                    "--no-default-features",
+                    "--features",
+                    "batch-core/alloc,flash-store,uplink",
+                    "--",
+                    "-D",
+                    "warnings",
+                ]),
+            )?;
+            t.cargo_test(cargo(root).args(["test", "-p", "batch-core", "--locked", "--lib"]).args([
+                "--no-default-features",
+                "--features",
+                "store,alloc,uplink",
+            ]))
+        },
+    );
 }
 
 /// batch-tokio's `metrics` feature (`MetricsExporter`): its tests (every exported value equals
