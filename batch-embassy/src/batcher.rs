@@ -403,8 +403,12 @@ impl<M: RawMutex, T, const N: usize, const F: usize> Batcher<M, T, N, F> {
                 return Step::Wait(None);
             }
             let Some(item) = item.take() else { return Step::Wait(None) };
-            let now = crate::now();
-            let result = if urgent { st.core.push_urgent(now, item) } else { st.core.push(now, item) };
+            // The clock is read only when the core needs the time (the first item of a batch),
+            // and urgent or not the push is the same code.
+            let result = st.core.push_with(crate::now, item);
+            if urgent && result.is_ok() {
+                st.core.mark_urgent();
+            }
             st.settle();
             Step::Ready(result)
         })
