@@ -8,7 +8,9 @@
 use core::marker::PhantomData;
 
 use crate::config::{Config, ConfigError, Overflow};
-use crate::metrics::{Count, Metrics, Trigger};
+#[cfg(feature = "metrics")]
+use crate::metrics::Metrics;
+use crate::metrics::{Count, Counter, Counters, Trigger};
 use crate::storage::{InFlight, Queue, Slots};
 use crate::time::{Duration, Instant};
 
@@ -260,7 +262,8 @@ pub struct BatchCore<T, Q, S> {
     /// unlike the counters, because it orders items).
     accepted: u64,
     /// Counters; `accepted`, `buffered` and `batches_in_flight` are filled in by `metrics()`.
-    counters: Metrics,
+    /// Without the `metrics` feature only `in_flight` is kept (see `Counters`).
+    counters: Counters,
     /// The paced drain's theoretical arrival time (see the `pace` module).
     #[cfg(feature = "uplink")]
     pace_tat: Instant,
@@ -427,41 +430,7 @@ impl<T, Q: Queue<T>, S: Slots> BatchCore<T, Q, S> {
             wake: false,
             rng: if seed == 0 { 0x9E37_79B9 } else { seed },
             accepted: 0,
-            counters: Metrics {
-                accepted: 0,
-                rejected: 0,
-                delivered: 0,
-                dead_lettered: 0,
-                evicted: 0,
-                returned: 0,
-                abandoned: 0,
-                buffered: 0,
-                in_flight: 0,
-                retries: 0,
-                failed_attempts: 0,
-                batches_delivered: 0,
-                batches_dead_lettered: 0,
-                batches_in_flight: 0,
-                flushes: crate::metrics::FlushCounts {
-                    size: 0,
-                    weight: 0,
-                    linger: 0,
-                    manual: 0,
-                    urgent: 0,
-                    close: 0,
-                    store: 0,
-                },
-                max_item_age: Duration::ZERO,
-                panics: 0,
-                rejected_by_handler: 0,
-                expired: 0,
-                #[cfg(feature = "store")]
-                stored: 0,
-                #[cfg(feature = "store")]
-                store_lost: 0,
-                #[cfg(feature = "store")]
-                store_failures: 0,
-            },
+            counters: Counters::ZERO,
             #[cfg(feature = "uplink")]
             pace_tat: Instant::ZERO,
             #[cfg(feature = "store")]
@@ -502,7 +471,20 @@ impl<T, Q: Queue<T>, S: Slots> BatchCore<T, Q, S> {
     }
     /// Items in flight.
     pub fn in_flight_items(&self) -> usize {
-        self.counters.in_flight as usize
+        #[cfg(feature = "metrics")]
+        return self.counters.in_flight as usize;
+        #[cfg(not(feature = "metrics"))]
+        self.items_in_flight()
+    }
+
+    /// Items in flight, from the flight table (a batch that only waits for its removal from
+    /// the store holds none): what the `in_flight` counter keeps with the `metrics` feature.
+    #[cfg_attr(all(feature = "metrics", not(debug_assertions)), allow(dead_code))]
+    fn items_in_flight(&self) -> usize {
+        let slots = self.slots.as_slice().iter();
+        #[cfg(feature = "store")]
+        let slots = slots.filter(|s| s.phase != crate::storage::Phase::Removing);
+        slots.map(|s| s.len as usize).sum()
     }
     /// Whether [`close`](Self::close) was called.
     pub fn is_closed(&self) -> bool {
@@ -530,12 +512,15 @@ impl<T, Q: Queue<T>, S: Slots> BatchCore<T, Q, S> {
     pub fn config(&self) -> &Config {
         &self.config
     }
-    /// A snapshot of the counters.
+    /// A snapshot of the counters (feature `metrics`, on by default; a firmware that leaves it
+    /// out keeps no counters and has no `metrics()`).
+    #[cfg(feature = "metrics")]
     pub fn metrics(&self) -> Metrics {
         let mut m = self.counters;
         m.accepted = self.accepted as Count; // wraps with the other counters
         m.buffered = self.queue.len() as Count;
         m.batches_in_flight = self.slots.as_slice().len() as Count;
+        debug_assert_eq!(m.in_flight as usize, self.items_in_flight(), "the in-flight counter adds up");
         #[cfg(feature = "store")]
         self.store_metrics(&mut m);
         m
@@ -557,7 +542,8 @@ impl<T, Q: Queue<T>, S: Slots> BatchCore<T, Q, S> {
 }
 
 /// `*counter += n`, wrapping (a `u32` counter on a 32-bit target wraps after 2^32; see
-/// [`Count`]).
-fn add(counter: &mut Count, n: Count) {
-    *counter = counter.wrapping_add(n);
+/// [`Count`]); nothing for a counter left out (no `metrics` feature).
+#[inline]
+fn add(counter: &mut impl Counter, n: Count) {
+    counter.add(n);
 }

@@ -71,6 +71,10 @@
 //!
 //! # Features
 //!
+//! - `metrics` (default): the counters, `BatchCore::metrics()` and the identity
+//!   [`Metrics::is_consistent`] checks. A firmware that needs no counters leaves it out
+//!   (`default-features = false`): the same state machine without them, about 240 bytes of code
+//!   and 104 bytes of state smaller on a Cortex-M4; `metrics()` does not exist then.
 //! - `defmt`: derives `defmt::Format` on public types.
 //! - `alloc`: run-time sized storage ([`storage::FixedDeque`], `Vec` slot tables) for adapters
 //!   on std; off by default, so the core needs no allocator.

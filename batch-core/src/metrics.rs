@@ -259,3 +259,144 @@ impl Metrics {
         0
     }
 }
+
+/// The counters a core keeps: every field of [`Metrics`] with the `metrics` feature; without
+/// it, none: every counter is a zero-sized [`Off`] whose updates compile to nothing, and
+/// [`BatchCore::in_flight_items`](crate::BatchCore::in_flight_items) adds up the flight table
+/// instead. Updates name the same fields either way (`add(&mut counters.delivered, n)`,
+/// `counters.in_flight += n`).
+#[cfg(feature = "metrics")]
+pub(crate) type Counters = Metrics;
+
+#[cfg(feature = "metrics")]
+impl Metrics {
+    /// Every counter at zero, for a `const` core.
+    pub(crate) const ZERO: Metrics = Metrics {
+        accepted: 0,
+        rejected: 0,
+        delivered: 0,
+        dead_lettered: 0,
+        evicted: 0,
+        returned: 0,
+        abandoned: 0,
+        buffered: 0,
+        in_flight: 0,
+        retries: 0,
+        failed_attempts: 0,
+        batches_delivered: 0,
+        batches_dead_lettered: 0,
+        batches_in_flight: 0,
+        flushes: FlushCounts { size: 0, weight: 0, linger: 0, manual: 0, urgent: 0, close: 0, store: 0 },
+        max_item_age: Duration::ZERO,
+        panics: 0,
+        rejected_by_handler: 0,
+        expired: 0,
+        #[cfg(feature = "store")]
+        stored: 0,
+        #[cfg(feature = "store")]
+        store_lost: 0,
+        #[cfg(feature = "store")]
+        store_failures: 0,
+    };
+
+    /// Keeps the largest age of a batch's oldest item at its cut.
+    pub(crate) fn note_age(&mut self, age: Duration) {
+        if age > self.max_item_age {
+            self.max_item_age = age;
+        }
+    }
+}
+
+/// A counter, or its absence: what `add` updates.
+pub(crate) trait Counter {
+    /// `self += n`, wrapping (a `u32` counter on a 32-bit target wraps after 2^32; see
+    /// [`Count`]).
+    fn add(&mut self, n: Count);
+}
+
+impl Counter for Count {
+    #[inline]
+    fn add(&mut self, n: Count) {
+        *self = self.wrapping_add(n);
+    }
+}
+
+/// A counter left out (without the `metrics` feature): zero bytes, and updating it is no code.
+#[cfg(not(feature = "metrics"))]
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Off;
+
+#[cfg(not(feature = "metrics"))]
+impl Counter for Off {
+    #[inline]
+    fn add(&mut self, _n: Count) {}
+}
+
+#[cfg(not(feature = "metrics"))]
+impl core::ops::AddAssign<Count> for Off {
+    #[inline]
+    fn add_assign(&mut self, _n: Count) {}
+}
+
+#[cfg(not(feature = "metrics"))]
+impl core::ops::SubAssign<Count> for Off {
+    #[inline]
+    fn sub_assign(&mut self, _n: Count) {}
+}
+
+#[cfg(not(feature = "metrics"))]
+#[allow(clippy::unused_self, reason = "the same calls as on the counters kept with the feature")]
+impl Off {
+    /// [`FlushCounts::record`], left out.
+    #[inline]
+    pub(crate) fn record(&mut self, _trigger: Trigger) {}
+}
+
+/// The counters without the `metrics` feature (see the `metrics` version): the same field
+/// names as [`Metrics`], all left out.
+#[cfg(not(feature = "metrics"))]
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Counters {
+    pub(crate) rejected: Off,
+    pub(crate) delivered: Off,
+    pub(crate) dead_lettered: Off,
+    pub(crate) evicted: Off,
+    pub(crate) returned: Off,
+    pub(crate) abandoned: Off,
+    pub(crate) in_flight: Off,
+    pub(crate) retries: Off,
+    pub(crate) failed_attempts: Off,
+    pub(crate) batches_delivered: Off,
+    pub(crate) batches_dead_lettered: Off,
+    pub(crate) flushes: Off,
+    pub(crate) panics: Off,
+    pub(crate) rejected_by_handler: Off,
+    pub(crate) expired: Off,
+}
+
+#[cfg(not(feature = "metrics"))]
+#[allow(clippy::unused_self, reason = "the same calls as on the counters kept with the feature")]
+impl Counters {
+    /// Every counter at zero, for a `const` core.
+    pub(crate) const ZERO: Counters = Counters {
+        rejected: Off,
+        delivered: Off,
+        dead_lettered: Off,
+        evicted: Off,
+        returned: Off,
+        abandoned: Off,
+        in_flight: Off,
+        retries: Off,
+        failed_attempts: Off,
+        batches_delivered: Off,
+        batches_dead_lettered: Off,
+        flushes: Off,
+        panics: Off,
+        rejected_by_handler: Off,
+        expired: Off,
+    };
+
+    /// [`Metrics`]'s largest age at a cut, left out.
+    #[inline]
+    pub(crate) fn note_age(&mut self, _age: Duration) {}
+}

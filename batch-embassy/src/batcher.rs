@@ -5,7 +5,9 @@ use core::future::Future;
 use core::pin::Pin;
 use core::task::{Context, Poll, Waker};
 
-use batch_core::{Config, ConfigError, Metrics, PushError};
+#[cfg(feature = "metrics")]
+use batch_core::Metrics;
+use batch_core::{Config, ConfigError, PushError};
 use embassy_sync::blocking_mutex::Mutex;
 use embassy_sync::blocking_mutex::raw::RawMutex;
 use embassy_time::Timer;
@@ -38,6 +40,12 @@ pub(crate) struct Flight {
 
 impl<T, const N: usize, const F: usize> State<T, N, F> {
     /// Wakes the waiters if the core reports a change that may concern them.
+    ///
+    /// Out of line, as are [`reentrant`](Self::reentrant), [`flight`](Self::flight) and
+    /// `Chain::notify`/`Link::leave`: each is called from several waiting calls and runner
+    /// steps, and a call is a few bytes where the inlined body (a waker taken and woken, a
+    /// search of the flight table) is tens (issue 12: about 200 bytes of `.text` on a Cortex-M4).
+    #[inline(never)]
     pub(crate) fn settle(&mut self) {
         if self.core.poll_wake() {
             self.chain.notify();
@@ -46,10 +54,12 @@ impl<T, const N: usize, const F: usize> State<T, N, F> {
 
     /// Whether `waker`'s task is inside one of this batcher's handlers (a re-entrant call,
     /// which must not wait for that handler's own batch).
+    #[inline(never)]
     pub(crate) fn reentrant(&self, waker: &Waker) -> bool {
         self.flights.iter().any(|f| f.polling && f.task.as_ref().is_some_and(|t| t.will_wake(waker)))
     }
 
+    #[inline(never)]
     pub(crate) fn flight(&mut self, seq: u64) -> Option<&mut Flight> {
         self.flights.iter_mut().find(|f| f.seq == seq)
     }
@@ -68,6 +78,14 @@ impl<T, const N: usize, const F: usize> State<T, N, F> {
         self.settle();
         self.chain.notify();
         held
+    }
+
+    /// Closes the core, the first time a shutdown's check runs (`closed` remembers it).
+    pub(crate) fn close_once(&mut self, closed: &mut bool) {
+        if !core::mem::replace(closed, true) {
+            self.core.close();
+            self.settle();
+        }
     }
 
     /// Forgets the batch `seq` (final, or given up); whether it was held.
@@ -201,7 +219,9 @@ pub struct ShutdownReport {
     /// cancelled): each runner hands its batch to [`Handler::returned`] when it is next polled
     /// or dropped.
     pub held: usize,
-    /// The counters after the shutdown (given-up items count as `returned`).
+    /// The counters after the shutdown (given-up items count as `returned`; feature
+    /// `metrics`).
+    #[cfg(feature = "metrics")]
     pub metrics: Metrics,
 }
 
@@ -257,7 +277,10 @@ pub struct Batcher<M: RawMutex, T, const N: usize, const F: usize = 1> {
 
 impl<M: RawMutex, T, const N: usize, const F: usize> core::fmt::Debug for Batcher<M, T, N, F> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.debug_struct("Batcher").field("metrics", &self.metrics()).finish_non_exhaustive()
+        let mut f = f.debug_struct("Batcher");
+        #[cfg(feature = "metrics")]
+        f.field("metrics", &self.metrics());
+        f.finish_non_exhaustive()
     }
 }
 
@@ -352,8 +375,8 @@ impl<M: RawMutex, T, const N: usize, const F: usize> Batcher<M, T, N, F> {
     /// assert_eq!(b.len(), 1);
     /// # });
     /// ```
-    pub async fn add(&self, item: T) -> Result<Option<T>, PushError<T>> {
-        self.add_inner(item, false).await
+    pub fn add(&self, item: T) -> impl Future<Output = Result<Option<T>, PushError<T>>> {
+        self.add_inner(item, false)
     }
 
     /// Adds an item that cuts its batch at once (an alarm among telemetry), waiting while full,
@@ -367,23 +390,28 @@ impl<M: RawMutex, T, const N: usize, const F: usize> Batcher<M, T, N, F> {
     /// b.add_urgent(99).await.unwrap(); // a runner cuts it without waiting for linger
     /// # });
     /// ```
-    pub async fn add_urgent(&self, item: T) -> Result<Option<T>, PushError<T>> {
-        self.add_inner(item, true).await
+    pub fn add_urgent(&self, item: T) -> impl Future<Output = Result<Option<T>, PushError<T>>> {
+        self.add_inner(item, true)
     }
 
-    async fn add_inner(&self, item: T, urgent: bool) -> Result<Option<T>, PushError<T>> {
+    /// [`add`](Self::add) and [`add_urgent`](Self::add_urgent): the waiting future itself, not an
+    /// `async fn` around it (one state machine less per call, in the image and in the task).
+    fn add_inner(&self, item: T, urgent: bool) -> impl Future<Output = Result<Option<T>, PushError<T>>> {
         let mut item = Some(item);
-        self.wait(|st, waker| {
+        self.wait(move |st, waker| {
             if st.core.must_wait() && !st.reentrant(waker) {
                 return Step::Wait(None);
             }
             let Some(item) = item.take() else { return Step::Wait(None) };
-            let now = crate::now();
-            let result = if urgent { st.core.push_urgent(now, item) } else { st.core.push(now, item) };
+            // The clock is read only when the core needs the time (the first item of a batch),
+            // and urgent or not the push is the same code.
+            let result = st.core.push_with(crate::now, item);
+            if urgent && result.is_ok() {
+                st.core.mark_urgent();
+            }
             st.settle();
             Step::Ready(result)
         })
-        .await
     }
 
     /// Adds an item if there is room now, or hands it back ([`PushError`]). Never waits.
@@ -418,9 +446,11 @@ impl<M: RawMutex, T, const N: usize, const F: usize> Batcher<M, T, N, F> {
     /// b.flush().await; // nothing pending: at once
     /// # });
     /// ```
-    pub async fn flush(&self) {
+    pub fn flush(&self) -> impl Future<Output = ()> {
+        // The waiting future itself, not an `async fn` around it (see `add_inner`); the flush
+        // is requested at the first poll, as an `async fn` would.
         let mut token = None;
-        self.wait(|st, waker| {
+        self.wait(move |st, waker| {
             let token = *token.get_or_insert_with(|| {
                 let token = st.core.flush();
                 st.settle();
@@ -432,7 +462,6 @@ impl<M: RawMutex, T, const N: usize, const F: usize> Batcher<M, T, N, F> {
                 Step::Wait(None)
             }
         })
-        .await;
     }
 
     /// Stops taking items (adds return [`PushError::Closed`]) and starts the drain; runners
@@ -470,16 +499,18 @@ impl<M: RawMutex, T, const N: usize, const F: usize> Batcher<M, T, N, F> {
     /// assert!(b.is_finished());
     /// # });
     /// ```
-    pub async fn shutdown(&self) {
-        self.close();
-        self.wait(|st, waker| {
+    pub fn shutdown(&self) -> impl Future<Output = ()> {
+        // The waiting future itself, not an `async fn` around it (see `add_inner`); it closes
+        // at the first poll, as an `async fn` would.
+        let mut closed = false;
+        self.wait(move |st, waker| {
+            st.close_once(&mut closed);
             if st.core.is_finished() || st.aborted || st.reentrant(waker) {
                 Step::Ready(())
             } else {
                 Step::Wait(None)
             }
         })
-        .await;
     }
 
     /// [`shutdown`](Self::shutdown), giving up at `deadline`: the attempts still running are
@@ -506,25 +537,29 @@ impl<M: RawMutex, T, const N: usize, const F: usize> Batcher<M, T, N, F> {
     /// assert!(b.metrics().is_consistent());
     /// # });
     /// ```
-    pub async fn shutdown_timeout(&self, deadline: embassy_time::Instant) -> ShutdownReport {
-        self.close();
-        let mut held = 0;
-        let drained = self
-            .wait(|st, waker| {
-                if st.core.is_finished() {
-                    Step::Ready(true)
-                } else if st.aborted || st.reentrant(waker) {
-                    Step::Ready(false)
-                } else if embassy_time::Instant::now() >= deadline {
-                    held = st.abort();
-                    Step::Ready(false)
-                } else {
-                    Step::Wait(Some(deadline))
-                }
+    pub fn shutdown_timeout(&self, deadline: embassy_time::Instant) -> impl Future<Output = ShutdownReport> {
+        // The waiting future itself (see `shutdown`), which closes at the first poll and reports
+        // under the lock it decided in.
+        let mut closed = false;
+        self.wait(move |st, waker| {
+            st.close_once(&mut closed);
+            let (drained, held) = if st.core.is_finished() {
+                (true, 0)
+            } else if st.aborted || st.reentrant(waker) {
+                (false, 0)
+            } else if embassy_time::Instant::now() >= deadline {
+                (false, st.abort())
+            } else {
+                return Step::Wait(Some(deadline));
+            };
+            Step::Ready(ShutdownReport {
+                drained,
+                buffered: st.core.len(),
+                held,
+                #[cfg(feature = "metrics")]
+                metrics: st.core.metrics(),
             })
-            .await;
-        let (buffered, metrics) = self.with(|st| (st.core.len(), st.core.metrics()));
-        ShutdownReport { drained, buffered, held, metrics }
+        })
     }
 
     /// Moves buffered items, oldest first, into `out` (as many as fit): the unsent items after
@@ -582,7 +617,8 @@ impl<M: RawMutex, T, const N: usize, const F: usize> Batcher<M, T, N, F> {
         });
     }
 
-    /// A snapshot of the counters.
+    /// A snapshot of the counters (feature `metrics`, on by default: a firmware that leaves it
+    /// out keeps no counters, and this method does not exist).
     ///
     /// ```
     /// use batch_embassy::{Batcher, Config};
@@ -593,6 +629,7 @@ impl<M: RawMutex, T, const N: usize, const F: usize> Batcher<M, T, N, F> {
     /// assert_eq!((m.accepted, m.buffered), (1, 1));
     /// assert!(m.is_consistent());
     /// ```
+    #[cfg(feature = "metrics")]
     pub fn metrics(&self) -> Metrics {
         self.with(|st| st.core.metrics())
     }

@@ -26,7 +26,9 @@ impl Chain {
         Self { head: None, generation: 0 }
     }
 
-    /// A state change: every waiter will be polled once more.
+    /// A state change: every waiter will be polled once more. (Out of line: see
+    /// `State::settle`.)
+    #[inline(never)]
     pub(crate) fn notify(&mut self) {
         self.generation = self.generation.wrapping_add(1);
         if let Some(head) = self.head.take() {
@@ -73,7 +75,9 @@ impl Link {
         }
     }
 
-    /// Leaves the chain (the future completed or is dropped).
+    /// Leaves the chain (the future completed or is dropped). (Out of line: see
+    /// `State::settle`.)
+    #[inline(never)]
     pub(crate) fn leave(&mut self, chain: &mut Chain) {
         if let Some(next) = self.next.take() {
             // Whoever keeps this waiter's waker may wake it without a new generation: make

@@ -134,6 +134,7 @@ fn test() -> Result {
     t.step("batch-core with the store feature: tests and clippy", |t| {
         test_and_lint(t, &root, "batch-core", "store,alloc,uplink")
     });
+    no_counters_steps(&mut t, &root);
     disk_store_steps(&mut t, &root);
     flash_store_steps(&mut t, &root);
     metrics_steps(&mut t, &root);
@@ -253,6 +254,33 @@ fn disk_store_steps(t: &mut Tally, root: &std::path::Path) {
     });
 }
 
+/// batch-core and batch-embassy as a firmware without the counters builds them (no default
+/// features, so no `metrics`): clippy, and the core's unit tests (the scenario and model tests
+/// read the counters; with them, `metrics()` checks the in-flight sum the build without them
+/// uses).
+fn no_counters_steps(t: &mut Tally, root: &std::path::Path) {
+    t.step(
+        "batch-core and batch-embassy without the counters (no default features): clippy, core unit tests",
+        |t| {
+            util::run(
+                cargo(root).args(["clippy", "-p", "batch-core", "-p", "batch-embassy", "--locked"]).args([
+                    "--no-default-features",
+                    "--features",
+                    "batch-core/alloc,flash-store,uplink",
+                    "--",
+                    "-D",
+                    "warnings",
+                ]),
+            )?;
+            t.cargo_test(cargo(root).args(["test", "-p", "batch-core", "--locked", "--lib"]).args([
+                "--no-default-features",
+                "--features",
+                "store,alloc,uplink",
+            ]))
+        },
+    );
+}
+
 /// batch-tokio's `metrics` feature (`MetricsExporter`): its tests (every exported value equals
 /// `metrics()`), clippy, and its docs with warnings denied. The gateway's `/metrics` test runs in
 /// `cargo test --workspace`.
@@ -279,7 +307,16 @@ fn mcu_steps(t: &mut Tally, root: &std::path::Path) {
                 format!("batch-core for {target}{}", features.map_or(String::new(), |f| format!(" +{f}")));
             t.step(&name, |_| {
                 let mut cmd = cargo(root);
-                cmd.args(["build", "-p", "batch-core", "--locked", "--target", target]);
+                // Without the default `metrics` (no counters), as a firmware may build it.
+                cmd.args([
+                    "build",
+                    "-p",
+                    "batch-core",
+                    "--locked",
+                    "--target",
+                    target,
+                    "--no-default-features",
+                ]);
                 if let Some(f) = features {
                     cmd.args(["--features", f]);
                 }
@@ -303,6 +340,14 @@ fn mcu_steps(t: &mut Tally, root: &std::path::Path) {
                 }
                 util::run(&mut cmd)?;
             }
+            // Without the default `metrics` (no counters), as `size-batcher` builds it.
+            util::run(
+                cargo(root).args(["build", "-p", "batch-embassy", "--locked", "--target", target]).args([
+                    "--no-default-features",
+                    "--features",
+                    "defmt,flash-store,uplink",
+                ]),
+            )?;
         }
         Ok(())
     });
@@ -314,8 +359,16 @@ fn firmware_steps(t: &mut Tally) {
     t.step("firmware-qemu clippy for the three MCU targets (-D warnings)", |_| {
         for machine in &qemu::MACHINES {
             util::run(
-                qemu::firmware_cargo("clippy", machine.target)
-                    .args(["--bins", "--lib", "--", "-D", "warnings"]),
+                // `app`: the `telemetry` binary too (it needs the feature).
+                qemu::firmware_cargo("clippy", machine.target).args([
+                    "--features",
+                    "app",
+                    "--bins",
+                    "--lib",
+                    "--",
+                    "-D",
+                    "warnings",
+                ]),
             )?;
         }
         Ok(())

@@ -239,8 +239,21 @@ impl<T, Q: Queue<T>, S: Slots> BatchCore<T, Q, S> {
         Ok(evicted)
     }
 
-    /// The item just accepted cuts its batch at once.
-    pub(super) fn mark_urgent(&mut self) {
+    /// Makes the item just accepted urgent, as [`push_urgent`](Self::push_urgent) does: for a
+    /// driver that pushed it with [`push_with`](Self::push_with) (one copy of the push code for
+    /// both kinds, and the clock read only when needed). Its batch, and everything accepted
+    /// before it, is cut at the next [`poll_flush`](Self::poll_flush).
+    ///
+    /// ```
+    /// use batch_core::{Batcher, Batch, Config, Instant, Trigger};
+    /// let mut b: Batcher<u8, 8> = Batcher::new(Config::new().max_batch(8));
+    /// b.push_with(|| Instant::ZERO, 1).unwrap();
+    /// b.push_with(|| Instant::ZERO, 99).unwrap();
+    /// b.mark_urgent(); // 99 is an alarm
+    /// let f = b.poll_flush(Instant::ZERO, &mut Batch::<u8, 8>::new()).unwrap();
+    /// assert_eq!((f.trigger, f.len), (Trigger::Urgent, 2));
+    /// ```
+    pub fn mark_urgent(&mut self) {
         self.flush_mark = self.accepted;
         self.mark_trigger = Trigger::Urgent;
         self.wake = true;

@@ -90,9 +90,7 @@ impl<T, Q: Queue<T>, S: Slots> BatchCore<T, Q, S> {
         let added = self.slots.push(slot);
         debug_assert!(added.is_ok(), "slot_free() checked for room");
         let oldest_age = now - self.marks.anchor();
-        if oldest_age > self.counters.max_item_age {
-            self.counters.max_item_age = oldest_age;
-        }
+        self.counters.note_age(oldest_age);
         self.counters.flushes.record(trigger);
         self.counters.in_flight += len as Count;
         self.reanchor();

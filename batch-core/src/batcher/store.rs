@@ -405,6 +405,7 @@ impl<T, Q: Queue<T>, S: Slots> BatchCore<T, Q, S> {
     }
 
     /// Fills in the store's counters.
+    #[cfg(feature = "metrics")]
     pub(super) fn store_metrics(&self, m: &mut crate::Metrics) {
         m.stored = self.stored_items() as Count;
         m.store_lost = self.store.lost;
