@@ -98,3 +98,12 @@ pub use crate::config::{Config, ConfigError, Overflow};
 pub use crate::error::PushError;
 pub use crate::metrics::{Count, FlushCounts, Metrics, Trigger};
 pub use crate::time::{Duration, Instant};
+
+/// Whether this build of batch-core has the `uplink` feature (expiry and pacing). Without it
+/// [`Retry::Expired`] and [`Completion::Expired`] never occur, and a driver that tests this
+/// constant before its expiry path pays nothing for the path (whatever its own features).
+///
+/// ```
+/// assert_eq!(batch_core::UPLINK, cfg!(feature = "uplink"));
+/// ```
+pub const UPLINK: bool = cfg!(feature = "uplink");

@@ -164,7 +164,7 @@ impl<'a, M: RawMutex, T, const N: usize, const F: usize, H: Handler<T>> Runner<'
             // cancelled attempt to resume, or the end.
             let (batch, held) = (&mut self.batch, &mut self.held);
             let next = self.batcher.wait(|st, _| Self::next(st, batch, held)).await;
-            if next == Go::Expired {
+            if batch_core::UPLINK && next == Go::Expired {
                 self.expire(self.held); // too old by its retry (a pause, a late runner)
                 continue;
             }
@@ -289,13 +289,13 @@ impl<'a, M: RawMutex, T, const N: usize, const F: usize, H: Handler<T>> Runner<'
                 info.attempt = attempt;
                 return Step::Ready(Go::Run);
             }
-            Some(Retry::Expired { .. }) => {
+            Some(Retry::Expired { .. }) if batch_core::UPLINK => {
                 st.land(info.seq);
                 st.settle();
                 st.chain.notify(); // room for producers
                 return Step::Ready(Go::Expired);
             }
-            None => {}
+            Some(Retry::Expired { .. }) | None => {} // (never expired without `uplink`)
         }
         match st.core.retry_at(info.seq) {
             None => Step::Ready(Go::Run), // running: (re-)run this attempt

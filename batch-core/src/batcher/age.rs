@@ -71,6 +71,23 @@ impl<T, Q: Queue<T>, S: Slots> BatchCore<T, Q, S> {
         self.config.get_max_age().is_some_and(|max| self.queue.len() > 0 && now - self.marks.anchor() > max)
     }
 
+    /// A retry due at `now` for batch `seq` that comes after the batch's expiry (a pause, a late
+    /// driver): the batch is final, counted as expired. Returns its items' count.
+    pub(super) fn expire_late_retry(&mut self, now: Instant, seq: u64) -> Option<usize> {
+        let index = self.slots.as_slice().iter().position(|s| s.seq == seq)?;
+        let slot = &self.slots.as_slice()[index];
+        let due = matches!(slot.phase, crate::storage::Phase::Backoff(at) if now >= at);
+        if !due || !self.too_old_at(slot, now) {
+            return None;
+        }
+        let len = slot.len;
+        self.finish_slot(index);
+        add(&mut self.counters.expired, Count::from(len));
+        self.counters.in_flight -= Count::from(len);
+        self.wake = true;
+        Some(len as usize)
+    }
+
     /// Whether the batch of `slot` would be too old to send at `at`.
     #[allow(clippy::unused_self, reason = "the same signature as without the feature")]
     pub(super) fn too_old_at(&self, slot: &crate::storage::InFlight, at: Instant) -> bool {

@@ -156,19 +156,12 @@ impl<T, Q: Queue<T>, S: Slots> BatchCore<T, Q, S> {
         if self.paused_at.is_some() {
             return None;
         }
-        let index = self.slots.as_slice().iter().position(|s| s.seq == seq)?;
-        let slot = &self.slots.as_slice()[index];
+        if let Some(len) = self.expire_late_retry(now, seq) {
+            return Some(Retry::Expired { len });
+        }
+        let slot = self.slots.as_mut_slice().iter_mut().find(|s| s.seq == seq)?;
         match slot.phase {
             Phase::Backoff(at) if now >= at => {
-                if self.too_old_at(slot, now) {
-                    let len = slot.len;
-                    self.finish_slot(index);
-                    add(&mut self.counters.expired, Count::from(len));
-                    self.counters.in_flight -= Count::from(len);
-                    self.wake = true;
-                    return Some(Retry::Expired { len: len as usize });
-                }
-                let slot = &mut self.slots.as_mut_slice()[index];
                 slot.phase = Phase::Running;
                 slot.attempt += 1;
                 add(&mut self.counters.retries, 1);

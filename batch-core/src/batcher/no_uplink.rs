@@ -25,6 +25,10 @@ impl<T, Q: Queue<T>, S: Slots> BatchCore<T, Q, S> {
         false
     }
     #[inline]
+    pub(super) fn expire_late_retry(&mut self, _now: Instant, _seq: u64) -> Option<usize> {
+        None
+    }
+    #[inline]
     pub(super) fn expiry_of(&self, _born: Instant) -> Instant {
         Instant::MAX
     }
