@@ -35,7 +35,7 @@
 use super::{BatchCore, add};
 use crate::metrics::Count;
 use crate::storage::{BatchBuf, Queue, Slots};
-use crate::time::{Duration, Instant};
+use crate::time::Instant;
 
 impl<T, Q: Queue<T>, S: Slots> BatchCore<T, Q, S> {
     /// Moves the items at the front of the buffer that are older than `max_age` at `now` into
@@ -106,7 +106,7 @@ impl<T, Q: Queue<T>, S: Slots> BatchCore<T, Q, S> {
         match self.config.get_max_age() {
             None => Some(Instant::MAX),
             Some(max) if age > max => None,
-            Some(max) => Some(now + Duration::from_micros(max.as_micros() - age.as_micros())),
+            Some(max) => Some(now + crate::Duration::from_micros(max.as_micros() - age.as_micros())),
         }
     }
 }
