@@ -34,6 +34,7 @@ impl<T, Q: Queue<T>, S: Slots> BatchCore<T, Q, S> {
     }
     #[cfg(feature = "store")]
     #[inline]
+    #[allow(clippy::unnecessary_wraps, reason = "the same signature as with the feature")]
     pub(super) fn expiry_at_age(&self, _now: Instant, _age: crate::Duration) -> Option<Instant> {
         Some(Instant::MAX)
     }
