@@ -10,7 +10,7 @@ mod store_rig;
 
 use batch_core::store::{Recovered, StoreDone, StoreOp, StorePolicy};
 use batch_core::{
-    Batch, Batcher, Config, ConfigError, Duration, Instant, Outcome, Overflow, PushError, Retry, Trigger,
+    Batch, Batcher, Config, ConfigError, Duration, Instant, Outcome, Overflow, PushError, Trigger,
 };
 use proptest::prelude::*;
 use store_rig::Rig;
@@ -264,7 +264,7 @@ fn a_stored_batch_keeps_its_age_for_its_retries() {
     let t = Instant::ZERO;
     let c = core.handle_completion(t, f.seq, Outcome::Failed);
     assert!(matches!(c, Some(batch_core::Completion::Retry { attempt: 2, .. })), "{c:?}");
-    assert_eq!(core.poll_retry(t + ms(100), f.seq), Some(Retry::Attempt(2)));
+    assert_eq!(core.poll_retry(t + ms(100), f.seq), Some(batch_core::Retry::Attempt(2)));
     core.pause(t + ms(200));
     core.resume(t + ms(10_001));
     let _ = core.handle_completion(t + ms(10_001), f.seq, Outcome::Failed);
