@@ -417,6 +417,7 @@ impl Rig {
 
     /// `max_age` holds at an attempt's start: no item older than it is sent (the store clock's
     /// millisecond resolution allows 1 ms).
+    #[allow(clippy::unused_self, reason = "used with the uplink feature")]
     fn check_fresh(&self, items: &[u32], at: &str) {
         #[cfg(feature = "uplink")]
         if let Some(max) = self.config.get_max_age() {
