@@ -289,9 +289,18 @@ impl<T> State<T> {
     /// After an input the core flagged (`poll_wake`): whether an idle lane must be woken, because
     /// a batch is due before the earliest timer an idle lane has armed. Busy lanes look at the
     /// core themselves when they finish, so pushes while every lane works wake nobody.
-    pub(crate) fn lane_needs_waking(&self) -> bool {
-        let Some(armed) = self.idle.iter().flatten().min() else { return false };
-        self.core.next_cut().is_some_and(|due| due < *armed)
+    ///
+    /// When it answers yes, the caller wakes every lane waiting for work (`work.notify_waiters`,
+    /// after the lock): the idle lanes are marked working here, so that the next inputs before
+    /// they run do not wake them again. Each made its `work` future before it went idle under
+    /// this lock, so the wake reaches it however late it comes, and it looks at the core again.
+    pub(crate) fn lane_needs_waking(&mut self) -> bool {
+        let Some(&armed) = self.idle.iter().flatten().min() else { return false };
+        let wake = self.core.next_cut().is_some_and(|due| due < armed);
+        if wake {
+            self.idle.fill(None);
+        }
+        wake
     }
 }
 
