@@ -61,6 +61,9 @@ pub(crate) struct Shared<T> {
     pub(crate) stages: Mutex<Vec<Arc<Stage<T>>>>,
     /// Places a staging area holds per run; 0: no staging (every add goes through the state).
     pub(crate) places: usize,
+    /// How many staging areas there are (the registry's length, written under its lock): a
+    /// lone area may be granted all the room left (`BatchCore::reserve_among`).
+    pub(crate) areas: AtomicUsize,
     /// A batch may be due, a deadline moved, a slot freed, or the batcher closed or resumed.
     pub(crate) work: Notify,
     /// Room appeared in the buffer (producers waiting in `add`).
@@ -139,6 +142,7 @@ impl<T> Shared<T> {
             }),
             stages: Mutex::new(Vec::new()),
             places,
+            areas: AtomicUsize::new(0),
             work: Notify::new(),
             space: Notify::new(),
             settled: Notify::new(),
