@@ -93,6 +93,7 @@ impl<T> Drop for Batcher<T> {
             if let Some(i) = stages.iter().position(|s| Arc::ptr_eq(s, &stage)) {
                 stages.swap_remove(i);
             }
+            self.shared.areas.store(stages.len(), Ordering::Relaxed);
         }
         if self.shared.handles.fetch_sub(1, Ordering::AcqRel) == 1 {
             // The last handle: nobody can add, flush or resume any more, so drain (a paused
@@ -269,7 +270,9 @@ impl<T> Batcher<T> {
         }
         Some(self.stage.get_or_init(|| {
             let stage = Arc::new(Stage::new(self.shared.places));
-            self.shared.stages.lock().push(Arc::clone(&stage));
+            let mut stages = self.shared.stages.lock();
+            stages.push(Arc::clone(&stage));
+            self.shared.areas.store(stages.len(), Ordering::Relaxed);
             stage
         }))
     }
@@ -314,7 +317,7 @@ impl<T> Batcher<T> {
                     (false, None) => st.core.push_with(&mut now, item),
                 };
                 if let (Ok(None), false, Some((stage, run))) = (&result, urgent, &mut own) {
-                    stage.start_run(run, &mut st, now);
+                    stage.start_run(run, &mut st, self.shared.areas.load(Ordering::Relaxed), now);
                 }
                 drop(own);
                 return Pushed::Done(self.finish_push(st, result));

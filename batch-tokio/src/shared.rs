@@ -61,6 +61,9 @@ pub(crate) struct Shared<T> {
     pub(crate) stages: Mutex<Vec<Arc<Stage<T>>>>,
     /// Places a staging area holds per run; 0: no staging (every add goes through the state).
     pub(crate) places: usize,
+    /// How many staging areas there are (the registry's length, written under its lock): a
+    /// lone area may be granted all the room left (`BatchCore::reserve_among`).
+    pub(crate) areas: AtomicUsize,
     /// A batch may be due, a deadline moved, a slot freed, or the batcher closed or resumed.
     pub(crate) work: Notify,
     /// Room appeared in the buffer (producers waiting in `add`).
@@ -139,6 +142,7 @@ impl<T> Shared<T> {
             }),
             stages: Mutex::new(Vec::new()),
             places,
+            areas: AtomicUsize::new(0),
             work: Notify::new(),
             space: Notify::new(),
             settled: Notify::new(),
@@ -289,9 +293,18 @@ impl<T> State<T> {
     /// After an input the core flagged (`poll_wake`): whether an idle lane must be woken, because
     /// a batch is due before the earliest timer an idle lane has armed. Busy lanes look at the
     /// core themselves when they finish, so pushes while every lane works wake nobody.
-    pub(crate) fn lane_needs_waking(&self) -> bool {
-        let Some(armed) = self.idle.iter().flatten().min() else { return false };
-        self.core.next_cut().is_some_and(|due| due < *armed)
+    ///
+    /// When it answers yes, the caller wakes every lane waiting for work (`work.notify_waiters`,
+    /// after the lock): the idle lanes are marked working here, so that the next inputs before
+    /// they run do not wake them again. Each made its `work` future before it went idle under
+    /// this lock, so the wake reaches it however late it comes, and it looks at the core again.
+    pub(crate) fn lane_needs_waking(&mut self) -> bool {
+        let Some(&armed) = self.idle.iter().flatten().min() else { return false };
+        let wake = self.core.next_cut().is_some_and(|due| due < armed);
+        if wake {
+            self.idle.fill(None);
+        }
+        wake
     }
 }
 

@@ -2,10 +2,11 @@
 //!
 //! Each [`Batcher`](crate::Batcher) handle that adds more than once gets a staging area of its
 //! own. A run starts on the shared path: the run's first item goes into the core under the state
-//! lock, and the core grants places for up to [`RUN`]` - 1` more (`BatchCore::reserve`, at most
-//! half of the room left and never up to the next full batch, so that a producer's
-//! batch-completing item comes through the core and its size cut is exact). The next items of the run only take the handle's own lock, which no
-//! other producer touches, and append to its buffer. When the places are used up, the next add
+//! lock, and the core grants places for up to [`RUN`]` - 1` more (`BatchCore::reserve_among`: at
+//! most half of the room left, or all of it for a lone area, and never up to the next full
+//! batch, so that a producer's batch-completing item comes through the core and its size cut is
+//! exact). The next items of the run only take the handle's own lock, which no other producer
+//! touches, and append to its buffer. When the places are used up, the next add
 //! hands the run over to the core in one piece (`BatchCore::push_staged`) and starts the next
 //! run, under one state lock: one shared lock per run instead of one per item.
 //!
@@ -132,11 +133,17 @@ impl<T> Stage<T> {
     }
 
     /// Starts a run (area and state locked, the run's first item just accepted by the core at
-    /// `now`): asks the core for places for the rest of it.
-    pub(crate) fn start_run(&self, run: &mut Run<T>, st: &mut State<T>, now: impl FnOnce() -> Instant) {
+    /// `now`): asks the core for places for the rest of it, as one of `areas` staging areas.
+    pub(crate) fn start_run(
+        &self,
+        run: &mut Run<T>,
+        st: &mut State<T>,
+        areas: usize,
+        now: impl FnOnce() -> Instant,
+    ) {
         debug_assert_eq!(run.granted, 0, "the previous run was handed over");
         let places = run.items.capacity();
-        let granted = st.core.reserve(places);
+        let granted = st.core.reserve_among(places, areas);
         if granted > 0 {
             run.room = granted;
             run.granted = granted;

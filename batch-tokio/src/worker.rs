@@ -440,11 +440,18 @@ where
         let result = if shared.aborted.load(Ordering::Acquire) {
             None
         } else {
-            let attempt = run_attempt(handler, &mut lane.batch, cfg.attempt_timeout);
-            tokio::select! {
-                biased;
-                () = abort => None,
-                r = attempt => Some(r),
+            let mut attempt = std::pin::pin!(run_attempt(handler, &mut lane.batch, cfg.attempt_timeout));
+            // Polled once before `abort` is: a handler that finishes at once (a sync handler)
+            // never registers in the abort list, whose lock would cost two round trips per
+            // batch. `abort` was made above, so a deadline that fires from here on still wakes it.
+            if let Some(r) = futures_lite::future::poll_once(attempt.as_mut()).await {
+                Some(r)
+            } else {
+                tokio::select! {
+                    biased;
+                    () = abort => None,
+                    r = attempt => Some(r),
+                }
             }
         };
         let Some(result) = result else {

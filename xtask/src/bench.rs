@@ -11,7 +11,11 @@
 //! anywhere.
 //!
 //! Other arguments (`--runs R`, `--n N`, `--n-wide N`, `--no-rss`) go to `batch-bench` as they
-//! are.
+//! are. So do its case filters (`--impls a,b`, `--bound 4b|8192`, `--item u64|64B`,
+//! `--producers P`, `--batch B`), for a targeted comparison such as
+//! `cargo xtask bench --impls batch-tokio-add,kanal --item u64 --bound 4b --batch 16 --no-rss`:
+//! a filtered run prints its report and writes it into a temporary directory, removed
+//! afterwards, so that the full run's `docs/bench/` files are never replaced by a partial one.
 
 use std::path::Path;
 
@@ -20,12 +24,23 @@ use crate::util::{Result, cargo, root, run};
 /// Where the full run writes, relative to the workspace root.
 const OUT: &str = "docs/bench";
 
+/// `batch-bench`'s case filters: a run with any of them measures only some cases.
+const FILTERS: [&str; 5] = ["--impls", "--bound", "--item", "--producers", "--batch"];
+
 /// Runs the benchmark (`args` as after `cargo xtask bench`).
 pub(crate) fn bench(args: &[String]) -> Result {
     let root = root();
     let smoke = args.iter().any(|a| a == "--smoke");
     if let Some(out) = args.iter().position(|a| a == "--out") {
         return Err(format!("`{}`: the output directory is chosen by xtask", args[out]));
+    }
+    if !smoke && args.iter().any(|a| FILTERS.contains(&a.as_str())) {
+        let dir = std::env::temp_dir().join(format!("batch-bench-some-{}", std::process::id()));
+        let result = batch_bench(&root, args, &dir);
+        let _ = std::fs::remove_dir_all(&dir);
+        result?;
+        eprintln!("xtask: a filtered run: the report is above; {OUT} is left as it was");
+        return Ok(());
     }
     if smoke {
         let dir = std::env::temp_dir().join(format!("batch-bench-smoke-{}", std::process::id()));

@@ -41,6 +41,27 @@ impl<T, Q: Queue<T>, S: Slots> BatchCore<T, Q, S> {
     /// eviction or a weight cut must see every item). Granted places count as taken until handed
     /// back with [`push_staged`](Self::push_staged) or [`unreserve`](Self::unreserve).
     pub fn reserve(&mut self, n: usize) -> usize {
+        self.reserve_among(n, 2)
+    }
+
+    /// Like [`reserve`](Self::reserve), for a driver that knows how many staging areas share
+    /// the buffer. With two or more it grants what `reserve` does (at most half of the room
+    /// left). With one, the area may take all the room left short of the next full batch:
+    /// nobody else stages, and a producer that comes later and finds the buffer full takes the
+    /// places back before it waits or is refused
+    /// ([`reclaim_before_waiting`](Self::reclaim_before_waiting)), so backpressure stays exact.
+    /// The half rule would otherwise cut a lone producer's runs short as the buffer fills, each
+    /// cut costing a round on the shared path.
+    ///
+    /// ```
+    /// use batch_core::{Batcher, Config, Instant};
+    /// let mut core: Batcher<u32, 8> = Batcher::new(Config::new().max_batch(8));
+    /// core.push(Instant::ZERO, 0).unwrap();
+    /// assert_eq!(core.reserve_among(63, 2), 3); // half of the 7 left
+    /// core.unreserve(3);
+    /// assert_eq!(core.reserve_among(63, 1), 6); // all but the batch-completing place
+    /// ```
+    pub fn reserve_among(&mut self, n: usize, areas: usize) -> usize {
         if self.closed
             || !self.store_open()
             || self.config.get_overflow() != Overflow::Reject
@@ -51,7 +72,8 @@ impl<T, Q: Queue<T>, S: Slots> BatchCore<T, Q, S> {
         let taken = self.taken();
         let free = self.queue.capacity().saturating_sub(taken);
         let to_batch = self.max_batch - 1 - taken % self.max_batch;
-        let granted = n.min(free / 2).min(to_batch);
+        let share = if areas <= 1 { free } else { free / 2 };
+        let granted = n.min(share).min(to_batch);
         if granted > 0 {
             self.reserved += granted;
             self.refresh_fast();
@@ -164,6 +186,26 @@ mod tests {
             let m = core.metrics();
             assert_eq!((m.accepted, m.buffered, m.rejected), (4, 4, 1));
         }
+    }
+
+    #[test]
+    fn a_lone_area_may_take_the_room_up_to_the_next_full_batch() {
+        let mut core: Batcher<u32, 64> = Batcher::new(Config::new().max_batch(16));
+        for i in 0..48 {
+            core.push(T0, i).unwrap();
+        }
+        assert_eq!(core.reserve_among(63, 1), 15); // the 16 left, short of the batch's last
+        assert_eq!(core.reserve_among(63, 1), 0);
+        core.unreserve(15);
+        assert_eq!(core.reserve_among(63, 2), 8); // half of the 16 left
+        core.unreserve(8);
+        assert_eq!(core.reserve_among(63, 0), 15); // no area known: as one
+        // The places count against the capacity: the batch-completing item still fits, the
+        // next is refused until the places come back.
+        core.push(T0, 48).unwrap();
+        assert_eq!(core.push(T0, 49), Err(PushError::Full(49)));
+        let m = core.metrics();
+        assert_eq!((m.accepted, m.rejected), (49, 1));
     }
 
     #[test]
